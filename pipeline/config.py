@@ -1,0 +1,138 @@
+"""One config loader for every entry point: typed dataclass schema <- YAML <- dotted CLI overrides.
+
+A YAML file may pick config groups with a top-level ``defaults`` mapping, e.g. ``defaults: {model: tiny}``
+loads ``configs/model/tiny.yaml`` into the ``model`` key before the file's own keys are merged. On the
+command line ``model=small`` switches the group and ``train.max_steps=50`` sets a key. Unknown keys,
+wrong types and missing files raise :class:`ConfigError`, which names the key and where it came from.
+
+This module imports nothing heavy (no torch), so data prep and launchers can share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the file and/or key."""
+
+
+def load_config(
+    schema: type[T],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    config_root: str | Path = CONFIG_ROOT,
+) -> T:
+    """Build a ``schema`` instance from defaults, then ``path``, then ``overrides`` ("a.b=value")."""
+    root = Path(config_root)
+    merged = OmegaConf.structured(schema)
+    body: dict[str, Any] = {}
+    groups: dict[str, str] = {}
+    if path is not None:
+        body = _read_yaml(Path(path))
+        groups = body.pop("defaults", None) or {}
+        if not isinstance(groups, dict):
+            raise ConfigError(f"{path}: 'defaults' must map a group to a preset name, e.g. {{model: tiny}}")
+
+    dotted = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"command line: override {item!r} is not of the form key=value")
+        if "." not in key and (key in groups or (root / key).is_dir()) and _is_scalar_choice(value):
+            groups[key] = value
+        else:
+            dotted.append(item)
+
+    for group, choice in groups.items():
+        group_file = _group_file(root, group, str(choice))
+        merged = _merge(merged, {group: _read_yaml(group_file)}, source=str(group_file))
+    if body:
+        merged = _merge(merged, body, source=str(path))
+    if dotted:
+        try:
+            cli = OmegaConf.from_dotlist(dotted)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"command line: cannot parse overrides {dotted}: {e.msg}") from None
+        merged = _merge(merged, cli, source="command line")
+
+    where = str(path) if path is not None else "config"
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where}: key '{e.full_key}': {_short(e)}") from None
+    except ConfigError as e:  # raised by a schema's __post_init__ check
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically: a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(to_yaml(cfg))
+    tmp.replace(path)
+    return path
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict, e.g. for wandb's run config."""
+    if dataclasses.is_dataclass(cfg):
+        return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _is_scalar_choice(value: str) -> bool:
+    return bool(value) and not value.startswith(("{", "["))
+
+
+def _group_file(root: Path, group: str, choice: str) -> Path:
+    direct = Path(choice)
+    if direct.suffix in (".yaml", ".yml"):
+        candidate = direct
+    else:
+        candidate = root / group / f"{choice}.yaml"
+    if not candidate.is_file():
+        available = sorted(p.stem for p in (root / group).glob("*.yaml"))
+        raise ConfigError(f"config group '{group}': no preset '{choice}' ({candidate} not found); available: {available}")
+    return candidate
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: key '{e.full_key}': {_short(e)}") from None
+
+
+def _short(e: OmegaConfBaseException) -> str:
+    return str(e.msg).splitlines()[0] if getattr(e, "msg", None) else type(e).__name__

@@ -1,0 +1,162 @@
+"""Typed schema of a training run. Stages differ only by the values in configs/stageN.yaml.
+
+Defaults here are the Qwen-VL recipe's shared settings (../shared/RECIPE.md); the stage files set
+what differs per stage. Every value is checked in ``__post_init__`` with its full key in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import ConfigError
+
+MODULE_GROUPS = ("vision", "adapter", "llm")
+TASKS = ("caption", "vqa", "grounded_caption", "ref", "ocr", "text", "chatml")
+WANDB_MODES = ("online", "offline", "disabled")
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"key '{key}': {message}")
+
+
+@dataclass
+class VisionConfig:
+    arch: str = "tiny-ViT-14"  # open_clip architecture; configs/model/open_clip/*.json are registered too
+    pretrained: str | None = None  # open_clip pretrained tag or a local checkpoint file; None = random init
+
+
+@dataclass
+class AdapterConfig:
+    num_queries: int = 256  # learnable queries = image tokens per image in the LLM (paper: 256)
+
+
+@dataclass
+class LLMConfig:
+    name_or_path: str | None = None  # HF hub name or local folder; None builds a fresh model from `arch`
+    arch: dict[str, Any] = field(default_factory=dict)  # transformers config kwargs (model_type + sizes)
+    trust_remote_code: bool = False  # only ever true when the user sets it
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tokenizer: str = ".cache/tokenizer"  # HF tokenizer name or folder (the offline one by default)
+
+    def __post_init__(self) -> None:
+        _check(self.adapter.num_queries > 0, "model.adapter.num_queries", "must be > 0")
+
+
+@dataclass
+class DataConfig:
+    shards: str = "data/synthetic/shards/{000000..000009}.tar"  # brace-expanded webdataset URLs
+    tasks: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})  # task -> mixing weight
+    image_size: int = 224  # stage resolution (paper: 224 in stage 1, 448 in stages 2-3)
+    max_length: int = 512  # tokens per sample; a sample whose image span would be cut is dropped
+    num_workers: int = 2  # dataloader workers per rank
+    shuffle_buffer: int = 1000  # samples
+
+    def __post_init__(self) -> None:
+        _check(bool(self.tasks), "data.tasks", "at least one task is needed")
+        for task, weight in self.tasks.items():
+            _check(task in TASKS, f"data.tasks.{task}", f"unknown task; choose from {TASKS}")
+            _check(weight > 0, f"data.tasks.{task}", "mixing weight must be > 0")
+        _check(self.image_size > 0, "data.image_size", "must be > 0")
+        _check(self.max_length > 0, "data.max_length", "must be > 0")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 2e-4  # peak learning rate
+    min_lr: float = 1e-6  # end of the cosine decay
+    warmup_steps: int = 500  # linear warmup from 0
+    schedule: str = "cosine"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    vit_layer_decay: float = 1.0  # layer-wise LR decay of the ViT (paper stage 1: 0.95); 1.0 = off
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "train.optimizer.lr", "must be > 0")
+        _check(0 <= self.min_lr <= self.lr, "train.optimizer.min_lr", "must be in [0, lr]")
+        _check(self.warmup_steps >= 0, "train.optimizer.warmup_steps", "must be >= 0")
+        _check(self.schedule in ("cosine", "constant"), "train.optimizer.schedule", "cosine or constant")
+        _check(len(self.betas) == 2, "train.optimizer.betas", "needs two values")
+        _check(0 < self.vit_layer_decay <= 1, "train.optimizer.vit_layer_decay", "must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    trainable: list[str] = field(default_factory=lambda: ["vision", "adapter"])  # the rest is frozen
+    max_steps: int = 50_000  # optimizer steps
+    global_batch_size: int = 30_720  # samples per optimizer step, all ranks together
+    micro_batch_size: int = 8  # samples per rank per forward; accumulation = global / (micro * ranks)
+    precision: str = "bf16"
+    init_from: str | None = None  # previous stage's final/ folder (or a weights folder)
+    resume: str = "auto"  # auto: latest checkpoint of this run if any; never; or a checkpoint path
+    save_every: int = 1000  # steps between checkpoints
+    keep_checkpoints: int = 2  # newest N kept
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.trainable), "train.trainable", f"name at least one of {MODULE_GROUPS}")
+        for group in self.trainable:
+            _check(group in MODULE_GROUPS, "train.trainable", f"unknown group {group!r}; choose from {MODULE_GROUPS}")
+        _check(self.max_steps > 0, "train.max_steps", "must be > 0")
+        _check(self.micro_batch_size > 0, "train.micro_batch_size", "must be > 0")
+        _check(
+            self.global_batch_size % self.micro_batch_size == 0,
+            "train.global_batch_size",
+            "must be a multiple of train.micro_batch_size",
+        )
+        _check(self.precision in PRECISIONS, "train.precision", f"choose from {PRECISIONS}")
+        _check(self.save_every > 0, "train.save_every", "must be > 0")
+
+
+@dataclass
+class DeepSpeedConfig:
+    config: str = "configs/deepspeed/zero2.json"  # ZeRO settings; "auto" values are filled from train.*
+    zero_stage: int | None = None  # overrides zero_optimization.stage of the JSON
+
+    def __post_init__(self) -> None:
+        _check(self.zero_stage in (None, 0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = "offline"  # online | offline | disabled; a local metrics.jsonl is always written
+    project: str = "qwenvl-pipeline"
+    entity: str | None = None
+    log_every: int = 10  # steps between metric lines
+    sample_every: int = 500  # steps between tables of images with generated text
+
+    def __post_init__(self) -> None:
+        _check(self.wandb in WANDB_MODES, "logging.wandb", f"choose from {WANDB_MODES}")
+        _check(self.log_every > 0, "logging.log_every", "must be > 0")
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"  # outputs under <output_dir>/<name>/<stage>/
+    stage: str = "stage1"
+    output_dir: str = "runs"
+    seed: int = 0
+
+
+@dataclass
+class StageConfig:
+    """Everything one stage run needs; saved next to every checkpoint and logged to wandb."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
