@@ -33,9 +33,15 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)  # Pillow's bundled font: no system fonts needed
 
 
-def text_extent(text: str, size: int) -> tuple[int, int]:
+def text_box(text: str, size: int) -> tuple[int, int, int, int]:
+    """Ink box of ``text`` drawn at (0, 0): x1, y1, x2, y2."""
     x1, y1, x2, y2 = font(size).getbbox(text)
-    return int(math.ceil(x2)), int(math.ceil(y2))
+    return math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
+
+
+def rotated_size(w: int, h: int, angle: float) -> tuple[int, int]:
+    """Size of a w x h layer after ``rotate(angle, expand=True)``, as PIL rounds it."""
+    return Image.new("L", (w, h)).rotate(angle, expand=True).size
 
 
 def render(scene: Scene) -> Image.Image:
@@ -68,7 +74,7 @@ def _unit_outline(shape: str):
 
 
 def _draw_word(image: Image.Image, word) -> None:
-    tw, th = text_extent(word.text, word.font_size)
+    _, _, tw, th = text_box(word.text, word.font_size)
     pad = 2
     layer = Image.new("RGBA", (tw + 2 * pad, th + 2 * pad), (0, 0, 0, 0))
     ImageDraw.Draw(layer).text((pad, pad), word.text, font=font(word.font_size), fill=COLOURS[word.colour][0] + (255,))

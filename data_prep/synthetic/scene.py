@@ -98,7 +98,7 @@ def sample_size(rng: random.Random, kind: str) -> tuple[int, int]:
         short = max(12, int(long / rng.choice(COMMON_ASPECTS)))
     else:
         short = rng.randint(200, 480)
-        long = int(short * rng.choice(COMMON_ASPECTS) * rng.uniform(0.95, 1.05))
+        long = max(short, int(short * rng.choice(COMMON_ASPECTS) * rng.uniform(0.95, 1.05)))
     return (long, short) if rng.random() < 0.6 else (short, long)
 
 
@@ -161,39 +161,32 @@ def _overlap(a, b, pad: float) -> bool:
 
 
 def _place_word(rng: random.Random, scene: Scene, taken: list) -> Word | None:
-    from data_prep.synthetic.render import text_extent  # font metrics live with the renderer
+    from data_prep.synthetic.render import rotated_size, text_box  # font metrics live with the renderer
 
     text = rng.choice(WORDS)
     font_size = max(12, int(min(scene.width, scene.height) * rng.uniform(0.08, 0.13)))
     angle = rng.uniform(-15.0, 15.0)
-    tw, th = text_extent(text, font_size)
+    x1, y1, tw, th = text_box(text, font_size)
     pad = 2
-    lw, lh = tw + 2 * pad, th + 2 * pad
-    # the rotated layer's bounding box, which must fit in a free area
-    rad = math.radians(angle)
-    bw = abs(lw * math.cos(rad)) + abs(lh * math.sin(rad))
-    bh = abs(lw * math.sin(rad)) + abs(lh * math.cos(rad))
+    lw, lh = tw + 2 * pad, th + 2 * pad  # the text layer, drawn at (pad, pad), then rotated
+    bw, bh = rotated_size(lw, lh, angle)
     box = _free_box(rng, scene, bw, bh, taken)
     if box is None:
         return None
     taken.append(box)
     origin = (int(box[0]), int(box[1]))
     colours = [c for c in ("black", "white", "red", "blue") if (c, scene.background) not in LOW_CONTRAST]
-    corners = [(pad, pad), (pad + tw, pad), (pad + tw, pad + th), (pad, pad + th)]
-    quad = [_rotate_into(p, lw, lh, angle, origin) for p in corners]
+    # the ink box, grown by the one pixel that antialiased rotation spreads
+    a, b, c, d = pad + x1 - 1, pad + y1 - 1, pad + tw + 1, pad + th + 1
+    corners = [(a, b), (c, b), (c, d), (a, d)]
+    quad = [_rotate_into(p, (lw, lh), (bw, bh), angle, origin) for p in corners]
     return Word(text, rng.choice(colours), font_size, angle, origin, quad)
 
 
-def rotated_layer_size(w: int, h: int, angle: float) -> tuple[int, int]:
-    """Size of a w x h layer after PIL's ``rotate(angle, expand=True)``."""
-    rad = math.radians(angle)
-    cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
-    return math.ceil(w * cos + h * sin), math.ceil(w * sin + h * cos)
-
-
-def _rotate_into(p, w: int, h: int, angle: float, origin) -> tuple[float, float]:
-    """Where point p of a w x h layer lands after rotating the layer by ``angle`` and pasting it at origin."""
-    nw, nh = rotated_layer_size(w, h, angle)
+def _rotate_into(p, size, rotated, angle: float, origin) -> tuple[float, float]:
+    """Where point p of a layer lands after rotating the layer by ``angle`` (about its centre, expanding
+    to ``rotated``) and pasting it at ``origin``."""
+    (w, h), (nw, nh) = size, rotated
     rad = math.radians(angle)
     dx, dy = p[0] - w / 2, p[1] - h / 2
     # counter-clockwise on screen, with y pointing down
