@@ -60,12 +60,14 @@ def load_config(
         merged = _merge(merged, {group: _read_yaml(group_file)}, source=str(group_file))
     if body:
         merged = _merge(merged, body, source=str(path))
-    if dotted:
+    for item in dotted:
+        key, _, value = item.partition("=")
         try:
-            cli = OmegaConf.from_dotlist(dotted)
+            cli = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as e:
-            raise ConfigError(f"command line: cannot parse overrides {dotted}: {e.msg}") from None
-        merged = _merge(merged, cli, source="command line")
+            raise ConfigError(f"command line: cannot parse override {item!r}: {_short(e)}") from None
+        # `key={...}` replaces a free-form mapping; `key.entry=value` sets one entry
+        merged = _merge(merged, cli, source="command line", replace_at=key if value.startswith("{") else None)
 
     where = str(path) if path is not None else "config"
     try:
@@ -127,11 +129,38 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+def _merge(base: DictConfig, update: Any, source: str, replace_at: str | None = None) -> DictConfig:
+    """Merge ``update`` into ``base``. A mapping given in a file for a free-form dict field (such as
+    ``data.tasks``) replaces the field instead of merging into it, so defaults never leak into a mix."""
     try:
+        if replace_at is not None:
+            _clear_free_dict(base, replace_at)
+        elif isinstance(update, dict):
+            _clear_free_dicts(base, update)
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: key '{e.full_key}': {_short(e)}") from None
+
+
+def _clear_free_dicts(base: DictConfig, update: dict, prefix: str = "") -> None:
+    for key, value in update.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        node = OmegaConf.select(base, path, throw_on_missing=False)
+        if isinstance(value, dict) and isinstance(node, DictConfig):
+            if _is_free_dict(node):
+                _clear_free_dict(base, path)
+            else:
+                _clear_free_dicts(base, value, path)
+
+
+def _clear_free_dict(base: DictConfig, path: str) -> None:
+    node = OmegaConf.select(base, path, throw_on_missing=False)
+    if isinstance(node, DictConfig) and _is_free_dict(node):
+        OmegaConf.update(base, path, {}, merge=False)
+
+
+def _is_free_dict(node: DictConfig) -> bool:
+    return OmegaConf.get_type(node) is dict
 
 
 def _short(e: OmegaConfBaseException) -> str:

@@ -1,0 +1,1 @@
+"""Model parts as plain nn.Modules: nothing here knows about DeepSpeed."""

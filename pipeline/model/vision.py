@@ -1,0 +1,34 @@
+"""The vision tower: any open_clip architecture, returning patch tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import nn
+
+from pipeline.config import CONFIG_ROOT, ConfigError
+from pipeline.schema import VisionConfig
+
+# Our own architectures (the tiny default) sit next to open_clip's built-in ones.
+open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+
+
+def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.device = "cpu") -> nn.Module:
+    """open_clip's image tower at ``image_size``; ``forward`` returns (pooled, patch tokens [B, grid^2, width]).
+
+    Pretrained weights come from an open_clip tag or a local checkpoint file; a checkpoint made at another
+    resolution has its position embedding interpolated by open_clip on load.
+    """
+    if cfg.arch not in open_clip.list_models():
+        raise ConfigError(f"key 'model.vision.arch': unknown open_clip architecture {cfg.arch!r}")
+    if cfg.pretrained and Path(cfg.pretrained).suffix and not Path(cfg.pretrained).is_file():
+        raise ConfigError(f"key 'model.vision.pretrained': checkpoint file not found: {cfg.pretrained}")
+    try:
+        clip = open_clip.create_model(cfg.arch, pretrained=cfg.pretrained, force_image_size=image_size, device=device)
+    except RuntimeError as e:  # open_clip says "Pretrained weights (...) not found for model ..."
+        raise ConfigError(f"key 'model.vision.pretrained': cannot load {cfg.pretrained!r} for {cfg.arch}: {e}") from None
+    visual = clip.visual
+    visual.output_tokens = True
+    return visual
