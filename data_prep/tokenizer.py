@@ -56,8 +56,8 @@ def corpus(num_samples: int = 3000, seed: int = 0) -> Iterator[str]:
     """English and Chinese text of the world: captions, VQA, referring expressions, grounded captions,
     dialogues and pure text (other languages and junk are left out: they are noise, not vocabulary)."""
     from data_prep.synthetic import text as T
-    from data_prep.synthetic.world import WorldConfig, sample_rng, text_sample
     from data_prep.synthetic.scene import sample_scene
+    from data_prep.synthetic.world import WorldConfig, sample_rng, text_sample
 
     yield from TASK_PROMPTS
     cfg = WorldConfig(num_samples=num_samples, seed=seed)
@@ -130,14 +130,18 @@ def ensure_tokenizer(out: str | Path, vocab_size: int = 8192, force: bool = Fals
             return out, False
         tokenizer = build(texts, vocab_size)
         tokenizer.save_pretrained(out)
-        info.write_text(json.dumps({"fingerprint": fp, "vocab_size": len(tokenizer), "corpus_texts": len(texts)}))
+        info.write_text(
+            json.dumps({"fingerprint": fp, "vocab_size": len(tokenizer), "corpus_texts": len(texts)})
+        )
     return out, True
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.tokenizer", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".cache/tokenizer", help="output folder (default .cache/tokenizer)")
-    p.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary size, special tokens included")
+    p.add_argument(
+        "--vocab-size", type=int, default=8192, help="BPE vocabulary size, special tokens included"
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if the cached build matches")
     args = p.parse_args(argv)
     path, built = ensure_tokenizer(args.out, args.vocab_size, args.force)

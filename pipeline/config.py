@@ -111,7 +111,9 @@ def _group_file(root: Path, group: str, choice: str) -> Path:
         candidate = root / group / f"{choice}.yaml"
     if not candidate.is_file():
         available = sorted(p.stem for p in (root / group).glob("*.yaml"))
-        raise ConfigError(f"config group '{group}': no preset '{choice}' ({candidate} not found); available: {available}")
+        raise ConfigError(
+            f"config group '{group}': no preset '{choice}' ({candidate} not found); available: {available}"
+        )
     return candidate
 
 

@@ -108,7 +108,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(bool(self.trainable), "train.trainable", f"name at least one of {MODULE_GROUPS}")
         for group in self.trainable:
-            _check(group in MODULE_GROUPS, "train.trainable", f"unknown group {group!r}; choose from {MODULE_GROUPS}")
+            _check(
+                group in MODULE_GROUPS,
+                "train.trainable",
+                f"unknown group {group!r}; choose from {MODULE_GROUPS}",
+            )
         _check(self.max_steps > 0, "train.max_steps", "must be > 0")
         _check(self.micro_batch_size > 0, "train.micro_batch_size", "must be > 0")
         _check(

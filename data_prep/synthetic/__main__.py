@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", choices=("train", "heldout"), default="train",
                    help="heldout draws disjoint sample seeds and, unless --noise is given, has no noise")  # fmt: skip
     p.add_argument("--zh-rate", type=float, default=0.23, help="share of Chinese captions (default 0.23)")
-    p.add_argument("--word-rate", type=float, default=0.3, help="share of images with rendered words (default 0.3)")
+    p.add_argument(
+        "--word-rate", type=float, default=0.3, help="share of images with rendered words (default 0.3)"
+    )
     p.add_argument("--text-rate", type=float, default=0.1, help="text-only samples per pair (default 0.1)")
     p.add_argument("--noise", action="append", default=[], metavar="KIND=RATE", help="set one noise rate")
     p.add_argument("--no-noise", action="store_true", help="all noise rates 0")
@@ -63,7 +65,9 @@ def config_from_args(args: argparse.Namespace) -> WorldConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     summary = generate(config_from_args(args), args.out, progress=not args.quiet)
-    print(json.dumps({k: summary[k] for k in ("num_pairs", "num_text", "noise_counts", "languages", "seconds")}))
+    print(
+        json.dumps({k: summary[k] for k in ("num_pairs", "num_text", "noise_counts", "languages", "seconds")})
+    )
     return 0
 
 

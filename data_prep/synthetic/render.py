@@ -77,7 +77,9 @@ def _draw_word(image: Image.Image, word) -> None:
     _, _, tw, th = text_box(word.text, word.font_size)
     pad = 2
     layer = Image.new("RGBA", (tw + 2 * pad, th + 2 * pad), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text((pad, pad), word.text, font=font(word.font_size), fill=COLOURS[word.colour][0] + (255,))
+    ImageDraw.Draw(layer).text(
+        (pad, pad), word.text, font=font(word.font_size), fill=COLOURS[word.colour][0] + (255,)
+    )
     rotated = layer.rotate(word.angle, resample=Image.BICUBIC, expand=True)
     image.paste(rotated, word.origin, rotated)
 

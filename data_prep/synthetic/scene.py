@@ -71,7 +71,9 @@ class Word:
     font_size: int
     angle: float  # degrees, counter-clockwise
     origin: tuple[int, int]  # top-left of the rotated text layer in the image
-    quad: list[tuple[float, float]]  # pixels, corners of the text box: top-left, top-right, bottom-right, bottom-left
+    quad: list[
+        tuple[float, float]
+    ]  # pixels, corners of the text box: top-left, top-right, bottom-right, bottom-left
 
 
 @dataclass

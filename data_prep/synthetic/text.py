@@ -51,7 +51,9 @@ REL_ZH = {"left of": "左边", "right of": "右边", "above": "上面", "below":
 def caption_en(scene: Scene, rng: random.Random) -> str:
     objs = join_en([describe(o) for o in scene.objects])
     bg = f"{BG_KIND_EN[scene.background_kind]} {scene.background} background"
-    template = rng.choice(("{O} on a {B}.", "A picture of {o} on a {B}.", "An image showing {o} against a {B}."))
+    template = rng.choice(
+        ("{O} on a {B}.", "A picture of {o} on a {B}.", "An image showing {o} against a {B}.")
+    )
     text = template.format(O=objs[0].upper() + objs[1:], o=objs, B=bg)
     if len(scene.objects) >= 2:
         a, b = scene.objects[0], scene.objects[1]
@@ -87,7 +89,9 @@ def vqa(scene: Scene, rng: random.Random) -> list[dict]:
     shape_counts = {s: sum(o.shape == s for o in objs) for s in SHAPES}
     colour_counts = {c: sum(o.colour == c for o in objs) for c in COLOURS}
     shape = rng.choice(list(SHAPES))
-    pairs.append({"type": "count", "question": f"How many {shape}s are there?", "answer": str(shape_counts[shape])})
+    pairs.append(
+        {"type": "count", "question": f"How many {shape}s are there?", "answer": str(shape_counts[shape])}
+    )
     unique_shape = [o for o in objs if shape_counts[o.shape] == 1]
     if unique_shape:
         o = rng.choice(unique_shape)
@@ -95,7 +99,9 @@ def vqa(scene: Scene, rng: random.Random) -> list[dict]:
     unique_colour = [o for o in objs if colour_counts[o.colour] == 1]
     if unique_colour:
         o = rng.choice(unique_colour)
-        pairs.append({"type": "shape", "question": f"What shape is the {o.colour} object?", "answer": o.shape})
+        pairs.append(
+            {"type": "shape", "question": f"What shape is the {o.colour} object?", "answer": o.shape}
+        )
     if n >= 2:
         a, b = rng.sample(objs, 2)
         dx = (a.centre[0] - b.centre[0]) / scene.width
@@ -109,7 +115,13 @@ def vqa(scene: Scene, rng: random.Random) -> list[dict]:
     else:
         colour, shape = rng.choice([(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present])
     answer = "yes" if (colour, shape) in present else "no"
-    pairs.append({"type": "yesno", "question": f"Is there {article(colour)} {colour} {shape} in the image?", "answer": answer})
+    pairs.append(
+        {
+            "type": "yesno",
+            "question": f"Is there {article(colour)} {colour} {shape} in the image?",
+            "answer": answer,
+        }
+    )
     return pairs
 
 
@@ -133,14 +145,17 @@ def box_text(box: list[int]) -> str:
 
 def grounded_caption(scene: Scene) -> str:
     parts = [
-        f"<ref>{describe(o)}</ref>{box_text(normalise_box(o.box, scene.width, scene.height))}" for o in scene.objects
+        f"<ref>{describe(o)}</ref>{box_text(normalise_box(o.box, scene.width, scene.height))}"
+        for o in scene.objects
     ]
     text = join_en(parts)
     return text[0].upper() + text[1:] + f" on a {scene.background} background."
 
 
 def ocr(scene: Scene) -> list[dict]:
-    return [{"text": w.text, "quad": normalise_points(w.quad, scene.width, scene.height)} for w in scene.words]
+    return [
+        {"text": w.text, "quad": normalise_points(w.quad, scene.width, scene.height)} for w in scene.words
+    ]
 
 
 def image_dialogue(scene: Scene, caption: str, qa: list[dict], rng: random.Random) -> list[dict]:
@@ -173,7 +188,10 @@ FACTS = [
     ("What do red and blue make?", "Mixing red and blue gives purple."),
     ("What do red and white make?", "Mixing red and white gives pink."),
     ("Which colour is the darkest?", "Black is the darkest colour and white is the lightest."),
-    ("What is a box in a grounding answer?", "A box gives the top-left and bottom-right corners, scaled to 0-1000."),
+    (
+        "What is a box in a grounding answer?",
+        "A box gives the top-left and bottom-right corners, scaled to 0-1000.",
+    ),
     ("What does OCR mean?", "OCR means reading the words that are written in an image."),
 ]
 FACTS_ZH = [
@@ -235,7 +253,17 @@ def caption_other(scene: Scene, language: str) -> str:
 # Junk that a caption cleaner removes entirely: HTML tags and entities, URLs, e-mails, file names,
 # runs of symbols. It sits at word boundaries, so stripping it and collapsing whitespace gives back
 # the clean caption exactly.
-JUNK_PREFIX = ['<p>', '<div class="caption">', "<span>", "&nbsp;", "IMG_{n}.JPG", "DSC{n}.jpg", "|||", "***", "###"]
+JUNK_PREFIX = [
+    "<p>",
+    '<div class="caption">',
+    "<span>",
+    "&nbsp;",
+    "IMG_{n}.JPG",
+    "DSC{n}.jpg",
+    "|||",
+    "***",
+    "###",
+]
 JUNK_SUFFIX = ["</p>", "</div>", "<br/>", "&nbsp;&nbsp;", "&#160;", "https://cdn{n}.example.com/i/{n}.jpg",
                "www.example{n}.com", "info{n}@example.com", "|||", "~~~", "==="]  # fmt: skip
 

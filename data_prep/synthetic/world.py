@@ -166,7 +166,9 @@ def _other_caption(cfg: WorldConfig, index: int, scene: Scene, chinese: bool, rn
         other = sample_scene(sample_rng(cfg, k, "mismatch"), "clean", cfg.word_rate)
         if {(o.colour, o.shape) for o in other.objects}.isdisjoint(own):
             return T.caption_zh(other, rng) if chinese else T.caption_en(other, rng)
-    raise RuntimeError(f"sample {index}: found no caption of a different image")  # 32 misses: never in practice
+    raise RuntimeError(
+        f"sample {index}: found no caption of a different image"
+    )  # 32 misses: never in practice
 
 
 def image_bytes(cfg: WorldConfig, plan: Plan) -> bytes:
@@ -203,7 +205,12 @@ def text_sample(cfg: WorldConfig, index: int) -> dict:
     key = f"t{index:08d}"
     if rng.random() < 0.5:
         chinese = rng.random() < cfg.zh_rate
-        return {"key": key, "kind": "text", "lang": "zh" if chinese else "en", "text": T.pure_text(rng, chinese)}
+        return {
+            "key": key,
+            "kind": "text",
+            "lang": "zh" if chinese else "en",
+            "text": T.pure_text(rng, chinese),
+        }
     return {"key": key, "kind": "dialogue", "lang": "en", "messages": T.text_dialogue(rng)}
 
 
@@ -214,13 +221,17 @@ def generate(cfg: WorldConfig, out: str | Path, progress: bool = True) -> dict:
     start = time.perf_counter()
     counts: dict[str, int] = {}
     languages: dict[str, int] = {}
-    for index in tqdm(range(cfg.num_samples), desc=f"synthetic {cfg.split}", unit="pair", disable=not progress):
+    for index in tqdm(
+        range(cfg.num_samples), desc=f"synthetic {cfg.split}", unit="pair", disable=not progress
+    ):
         plan = plan_sample(cfg, index)
         folder = out / f"{index // cfg.samples_per_folder:05d}"
         folder.mkdir(exist_ok=True)
         (folder / f"{plan.key}.jpg").write_bytes(image_bytes(cfg, plan))
         (folder / f"{plan.key}.txt").write_text(plan.caption, encoding="utf-8")
-        (folder / f"{plan.key}.json").write_text(json.dumps(metadata(cfg, plan), ensure_ascii=False), encoding="utf-8")
+        (folder / f"{plan.key}.json").write_text(
+            json.dumps(metadata(cfg, plan), ensure_ascii=False), encoding="utf-8"
+        )
         counts[plan.noise] = counts.get(plan.noise, 0) + 1
         languages[plan.lang] = languages.get(plan.lang, 0) + 1
     num_text = round(cfg.num_samples * cfg.text_rate)

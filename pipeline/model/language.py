@@ -22,7 +22,9 @@ def build_llm(cfg: LLMConfig, vocab_size: int | None = None, dtype: torch.dtype 
                 cfg.name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=dtype
             )
         except OSError as e:  # not a folder, not in the local cache and no internet
-            raise ConfigError(f"key 'model.llm.name_or_path': cannot load {cfg.name_or_path!r}: {e}") from None
+            raise ConfigError(
+                f"key 'model.llm.name_or_path': cannot load {cfg.name_or_path!r}: {e}"
+            ) from None
     arch = dict(cfg.arch)
     model_type = arch.pop("model_type", None)
     if model_type is None:

@@ -26,9 +26,13 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
     if cfg.pretrained and Path(cfg.pretrained).suffix and not Path(cfg.pretrained).is_file():
         raise ConfigError(f"key 'model.vision.pretrained': checkpoint file not found: {cfg.pretrained}")
     try:
-        clip = open_clip.create_model(cfg.arch, pretrained=cfg.pretrained, force_image_size=image_size, device=device)
+        clip = open_clip.create_model(
+            cfg.arch, pretrained=cfg.pretrained, force_image_size=image_size, device=device
+        )
     except RuntimeError as e:  # open_clip says "Pretrained weights (...) not found for model ..."
-        raise ConfigError(f"key 'model.vision.pretrained': cannot load {cfg.pretrained!r} for {cfg.arch}: {e}") from None
+        raise ConfigError(
+            f"key 'model.vision.pretrained': cannot load {cfg.pretrained!r} for {cfg.arch}: {e}"
+        ) from None
     visual = clip.visual
     visual.output_tokens = True
     return visual

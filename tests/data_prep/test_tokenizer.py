@@ -2,7 +2,15 @@ import json
 
 import pytest
 
-from data_prep.tokenizer import BUILD_INFO, SPECIAL_TOKENS, TASK_PROMPTS, corpus, ensure_tokenizer, fingerprint, main
+from data_prep.tokenizer import (
+    BUILD_INFO,
+    SPECIAL_TOKENS,
+    TASK_PROMPTS,
+    corpus,
+    ensure_tokenizer,
+    fingerprint,
+    main,
+)
 
 
 @pytest.mark.parametrize("token", SPECIAL_TOKENS)
@@ -48,12 +56,21 @@ def test_digits_and_chinese_characters_are_single_tokens(tokenizer):
 
 
 def test_task_prompts_are_whole_words(tokenizer):
-    assert tokenizer.tokenize("Generate the caption in English:") == ["Generate", "Ġthe", "Ġcaption", "Ġin", "ĠEnglish", ":"]
+    assert tokenizer.tokenize("Generate the caption in English:") == [
+        "Generate",
+        "Ġthe",
+        "Ġcaption",
+        "Ġin",
+        "ĠEnglish",
+        ":",
+    ]
 
 
 def test_chat_template_is_chatml(tokenizer):
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "How many sides does a square have?"}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": "How many sides does a square have?"}],
+        tokenize=False,
+        add_generation_prompt=True,
     )
     assert text == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -79,4 +96,6 @@ def test_cached_then_rebuilt_when_inputs_change(tmp_path, capsys):
     assert main(["--out", str(out), "--vocab-size", "500"]) == 0
     assert "built" in capsys.readouterr().out
     assert json.loads((out / BUILD_INFO).read_text())["vocab_size"] == 500
-    assert fingerprint(["a red circle"], 500) != fingerprint(["a red square"], 500)  # corpus changes rebuild too
+    assert fingerprint(["a red circle"], 500) != fingerprint(
+        ["a red square"], 500
+    )  # corpus changes rebuild too

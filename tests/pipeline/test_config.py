@@ -24,13 +24,21 @@ def test_stage_configs_follow_the_recipe():
     assert s2.train.trainable == ["vision", "adapter", "llm"]
     assert s3.train.trainable == ["adapter", "llm"]
     assert (s1.data.image_size, s2.data.image_size, s3.data.image_size) == (224, 448, 448)
-    lrs = [(s.train.optimizer.lr, s.train.optimizer.min_lr, s.train.optimizer.warmup_steps) for s in (s1, s2, s3)]
+    lrs = [
+        (s.train.optimizer.lr, s.train.optimizer.min_lr, s.train.optimizer.warmup_steps) for s in (s1, s2, s3)
+    ]
     assert lrs == [(2e-4, 1e-6, 500), (5e-5, 1e-5, 400), (1e-5, 1e-6, 3000)]
     assert [s.train.global_batch_size for s in (s1, s2, s3)] == [30720, 4096, 128]
     assert [s.train.max_steps for s in (s1, s2, s3)] == [50000, 19000, 8000]
     for s in (s1, s2, s3):
         opt = s.train.optimizer
-        assert (opt.betas, opt.eps, opt.weight_decay, opt.grad_clip, opt.schedule) == ([0.9, 0.98], 1e-6, 0.05, 1.0, "cosine")
+        assert (opt.betas, opt.eps, opt.weight_decay, opt.grad_clip, opt.schedule) == (
+            [0.9, 0.98],
+            1e-6,
+            0.05,
+            1.0,
+            "cosine",
+        )
     assert s1.train.optimizer.vit_layer_decay == 0.95
     assert set(s2.data.tasks) == {"caption", "vqa", "grounded_caption", "ref", "ocr", "text"}
     assert s3.data.tasks == {"chatml": 1.0}
@@ -49,7 +57,9 @@ def test_overrides_and_group_switch():
     assert cfg.train.max_steps == 50 and cfg.run.name == "exp"
     assert cfg.data.tasks == {"caption": 1.0, "vqa": 2.0}
     # a group can also be a YAML file path
-    cfg = load_config(StageConfig, CONFIG_ROOT / "stage1.yaml", [f"model={CONFIG_ROOT / 'model' / 'tiny.yaml'}"])
+    cfg = load_config(
+        StageConfig, CONFIG_ROOT / "stage1.yaml", [f"model={CONFIG_ROOT / 'model' / 'tiny.yaml'}"]
+    )
     assert cfg.model.name == "tiny"
 
 
@@ -103,5 +113,7 @@ def test_a_mapping_replaces_a_free_form_dict_but_dotted_keys_set_one_entry(tmp_p
     assert load_config(StageConfig, path).data.tasks == {"vqa": 2.0}  # the schema's default caption is gone
     assert load_config(StageConfig, path, ["data.tasks.ocr=1"]).data.tasks == {"vqa": 2.0, "ocr": 1.0}
     assert load_config(StageConfig, path, ["data.tasks={ocr: 1}"]).data.tasks == {"ocr": 1.0}
-    tiny = load_config(StageConfig, CONFIG_ROOT / "stage1.yaml", ["model.llm.arch.hidden_size=256"]).model.llm.arch
+    tiny = load_config(
+        StageConfig, CONFIG_ROOT / "stage1.yaml", ["model.llm.arch.hidden_size=256"]
+    ).model.llm.arch
     assert tiny["hidden_size"] == 256 and tiny["model_type"] == "qwen2"

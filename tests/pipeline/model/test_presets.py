@@ -74,7 +74,9 @@ def test_real_presets_fail_clearly_without_weights(tmp_path):
     with pytest.raises(ConfigError, match="model.llm.name_or_path.*Qwen2.5-0.5B"):
         build_llm(preset("small").llm)
     with pytest.raises(ConfigError, match="model.vision.pretrained.*not found"):
-        build_vision_tower(VisionConfig(arch="ViT-L-14", pretrained=str(tmp_path / "missing.safetensors")), 224)
+        build_vision_tower(
+            VisionConfig(arch="ViT-L-14", pretrained=str(tmp_path / "missing.safetensors")), 224
+        )
     with pytest.raises(ConfigError, match="model.vision.arch"):
         build_vision_tower(VisionConfig(arch="ViT-Imaginary"), 224)
     with pytest.raises(ConfigError, match="model.llm.arch"):

@@ -1,0 +1,36 @@
+"""`make demo`: the embedded default end to end. The chain (prep -> stage 1 -> 2 -> 3 -> eval) lands with
+the demo issue; until then this runs what exists and says plainly what does not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+NOT_BUILT = [
+    "data prep filters and webdataset shards (make prep)",
+    "the Qwen-VL model, task formats, loss masking and loader (pipeline core)",
+    "the three DeepSpeed stages (launch/stage1.py, stage2.py, stage3.py)",
+    "evaluation and the chained demo",
+]
+
+
+def main() -> int:
+    out = Path("data/demo/raw")
+    subprocess.run(
+        [sys.executable, "-m", "data_prep.synthetic", "--out", str(out), "--num-samples", "200", "--quiet"],
+        check=True,
+    )
+    tok = json.loads(Path(".cache/tokenizer/build_info.json").read_text())
+    print(
+        f"\nbuilt: synthetic world sample in {out}, offline tokenizer in .cache/tokenizer ({tok['vocab_size']} tokens)"
+    )
+    print("demo is NOT complete - not built yet:")
+    for item in NOT_BUILT:
+        print(f"  - {item}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
