@@ -2,7 +2,7 @@
 
 A YAML file may pick config groups with a top-level ``defaults`` mapping, e.g. ``defaults: {model: tiny}``
 loads ``configs/model/tiny.yaml`` into the ``model`` key before the file's own keys are merged. On the
-command line ``model=small`` switches the group and ``train.max_steps=50`` sets a key. Unknown keys,
+command line ``model=small`` switches a group the file declares and ``train.max_steps=50`` sets a key. Unknown keys,
 wrong types and missing files raise :class:`ConfigError`, which names the key and where it came from.
 
 This module imports nothing heavy (no torch), so data prep and launchers can share it.
@@ -10,7 +10,6 @@ This module imports nothing heavy (no torch), so data prep and launchers can sha
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,7 +49,7 @@ def load_config(
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"command line: override {item!r} is not of the form key=value")
-        if "." not in key and (key in groups or (root / key).is_dir()) and _is_scalar_choice(value):
+        if key in groups and value and not value.startswith(("{", "[")):  # a group declared in `defaults`
             groups[key] = value
         else:
             dotted.append(item)
@@ -90,17 +89,6 @@ def save_config(cfg: Any, path: str | Path) -> Path:
 
 def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict, e.g. for wandb's run config."""
-    if dataclasses.is_dataclass(cfg):
-        return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
-    return dict(cfg)
-
-
-def _is_scalar_choice(value: str) -> bool:
-    return bool(value) and not value.startswith(("{", "["))
 
 
 def _group_file(root: Path, group: str, choice: str) -> Path:

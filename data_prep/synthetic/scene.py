@@ -119,17 +119,14 @@ def sample_scene(rng: random.Random, size_kind: str = "clean", word_rate: float 
 
 
 def _place_objects(rng: random.Random, scene: Scene, count: int, taken: list) -> None:
+    """Up to ``count`` non-overlapping objects; the first always fits (sides are at most 0.4 of the
+    shorter image side), later ones are skipped when no free spot is found."""
     short = min(scene.width, scene.height)
+    colours = [c for c in COLOURS if (c, scene.background) not in LOW_CONTRAST]
     used: set[tuple[str, str]] = set()
     for _ in range(count):
-        colours = [c for c in COLOURS if (c, scene.background) not in LOW_CONTRAST]
         # (colour, shape) pairs are unique in a scene, so "the red circle" always refers to one object.
-        for _ in range(20):
-            colour, shape = rng.choice(colours), rng.choice(list(SHAPES))
-            if (colour, shape) not in used:
-                break
-        else:
-            continue
+        colour, shape = rng.choice([(c, s) for c in colours for s in SHAPES if (c, s) not in used])
         size = rng.choice(list(SIZES))
         lo, hi = SIZES[size][0]
         side = max(4, int(short * rng.uniform(lo, hi)))
@@ -139,10 +136,6 @@ def _place_objects(rng: random.Random, scene: Scene, count: int, taken: list) ->
         used.add((colour, shape))
         taken.append(box)
         scene.objects.append(Obj(shape, colour, size, tuple(int(v) for v in box)))
-    if not scene.objects:  # always at least one object: place a small one at a free corner
-        side = max(4, int(short * 0.12))
-        scene.objects.append(Obj("circle", colours[0], "small", (2, 2, 2 + side, 2 + side)))
-        taken.append((2, 2, 2 + side, 2 + side))
 
 
 def _free_box(rng: random.Random, scene: Scene, w: float, h: float, taken: list, tries: int = 50):

@@ -172,8 +172,7 @@ def _other_caption(cfg: WorldConfig, index: int, scene: Scene, chinese: bool, rn
 
 
 def image_bytes(cfg: WorldConfig, plan: Plan) -> bytes:
-    if plan.duplicate_of is not None:
-        return image_bytes(cfg, plan_sample(cfg, plan.duplicate_of))
+    """The encoded image (a duplicate shares its source's scene, so its bytes are identical)."""
     data = encode_jpeg(render(plan.scene), cfg.jpeg_quality)
     if plan.corruption == "truncated":
         return data[: len(data) // 3]
