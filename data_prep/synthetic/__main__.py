@@ -16,6 +16,7 @@ output layout (img2dataset's "files" format plus ground truth):
   OUT/00000/000000000.json  noise label, language, size, clean caption, ground truth for every task, scene
   OUT/text.jsonl            text-only samples: pure text and ChatML dialogues without images
   OUT/world.json            generator config, counts per noise label and language, seconds taken
+  OUT/preview.png           contact sheet: clean samples and one of each noise kind, ground truth drawn on
 
 noise kinds (rate of each with --noise KIND=RATE): """ + ", ".join(NOISE_KINDS)
 

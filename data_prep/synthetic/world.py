@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.synthetic import text as T
+from data_prep.synthetic.preview import write_preview
 from data_prep.synthetic.render import encode_jpeg, render
 from data_prep.synthetic.scene import Scene, sample_scene
 
@@ -213,26 +214,30 @@ def text_sample(cfg: WorldConfig, index: int) -> dict:
     return {"key": key, "kind": "dialogue", "lang": "en", "messages": T.text_dialogue(rng)}
 
 
-def generate(cfg: WorldConfig, out: str | Path, progress: bool = True) -> dict:
-    """Write the world to ``out`` (layout in data_prep/synthetic/README.md); return its summary."""
+def generate(cfg: WorldConfig, out: str | Path, progress: bool = True, preview: bool = True) -> dict:
+    """Write the world to ``out`` (layout: ``python -m data_prep.synthetic --help``); return its summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     counts: dict[str, int] = {}
     languages: dict[str, int] = {}
+    shown: list[tuple[bytes, dict]] = []  # for preview.png: 8 clean samples, then one of each noise kind
     for index in tqdm(
         range(cfg.num_samples), desc=f"synthetic {cfg.split}", unit="pair", disable=not progress
     ):
         plan = plan_sample(cfg, index)
+        data, meta = image_bytes(cfg, plan), metadata(cfg, plan)
         folder = out / f"{index // cfg.samples_per_folder:05d}"
         folder.mkdir(exist_ok=True)
-        (folder / f"{plan.key}.jpg").write_bytes(image_bytes(cfg, plan))
+        (folder / f"{plan.key}.jpg").write_bytes(data)
         (folder / f"{plan.key}.txt").write_text(plan.caption, encoding="utf-8")
-        (folder / f"{plan.key}.json").write_text(
-            json.dumps(metadata(cfg, plan), ensure_ascii=False), encoding="utf-8"
-        )
+        (folder / f"{plan.key}.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        if counts.get(plan.noise, 0) < (8 if plan.noise == "clean" else 1):
+            shown.append((data, meta))
         counts[plan.noise] = counts.get(plan.noise, 0) + 1
         languages[plan.lang] = languages.get(plan.lang, 0) + 1
+    if preview and shown:
+        write_preview(sorted(shown, key=lambda s: s[1]["noise"] != "clean"), out / "preview.png")
     num_text = round(cfg.num_samples * cfg.text_rate)
     with open(out / "text.jsonl", "w", encoding="utf-8") as f:
         for index in range(num_text):

@@ -225,6 +225,8 @@ def test_text_only_samples_and_summary(world):
     labels = [m["noise"] for m in read_world(world).values()]
     assert summary["noise_counts"] == {k: labels.count(k) for k in sorted(set(labels))}
     assert sum(summary["languages"].values()) == summary["num_pairs"] == 300
+    with Image.open(world / "preview.png") as preview:  # the contact sheet: 8 clean + one per noise kind
+        assert preview.width > 600 and preview.height > 600
 
 
 def test_heldout_split_is_disjoint_and_clean():
