@@ -45,6 +45,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 BUILD_INFO = "build_info.json"
+MAX_VOCAB = 8192  # a ceiling: BPE stops earlier when the corpus has no more pairs to merge
 # The fixed words of the Qwen-VL task formats and ChatML, so that they are whole tokens.
 TASK_PROMPTS = [
     "Generate the caption in English:", "Generate the caption in English with grounding:", "OCR with grounding:",
@@ -53,23 +54,35 @@ TASK_PROMPTS = [
 
 
 def corpus(num_samples: int = 3000, seed: int = 0) -> Iterator[str]:
-    """English and Chinese text of the world: captions, VQA, referring expressions, grounded captions,
-    dialogues and pure text (other languages and junk are left out: they are noise, not vocabulary)."""
-    from data_prep.synthetic import text as T
+    """English and Chinese text of the world: every task's ground truth (the world's own task builder),
+    pure text and text dialogues. Other languages and junk are left out: they are noise, not vocabulary."""
     from data_prep.synthetic.scene import sample_scene
-    from data_prep.synthetic.world import WorldConfig, sample_rng, text_sample
+    from data_prep.synthetic.world import WorldConfig, sample_rng, scene_tasks, text_sample
 
     yield from TASK_PROMPTS
     cfg = WorldConfig(num_samples=num_samples, seed=seed)
     for index in range(num_samples):
         rng = sample_rng(cfg, index, "corpus")
-        yield from T.corpus_texts(sample_scene(rng), rng)
+        yield from task_texts(scene_tasks(sample_scene(rng), rng, chinese=True))
     for index in range(num_samples // 2):
         sample = text_sample(cfg, index)
-        if sample["kind"] == "text":
-            yield sample["text"]
-        else:
-            yield from (m["content"] for m in sample["messages"])
+        yield from [sample["text"]] if sample["kind"] == "text" else _message_texts(sample["messages"])
+
+
+def task_texts(tasks: dict) -> Iterator[str]:
+    yield from (tasks["caption_en"], tasks["caption_zh"], tasks["grounded_caption"])
+    yield from (f"{qa['question']} Answer: {qa['answer']}" for qa in tasks["vqa"])
+    yield from (ref["expression"] for ref in tasks["ref"])
+    yield from (word["text"] for word in tasks["ocr"])
+    yield from _message_texts(tasks["dialogue"])
+
+
+def _message_texts(messages: list[dict]) -> Iterator[str]:
+    for message in messages:
+        content = message["content"]
+        yield from (
+            [content] if isinstance(content, str) else (p["text"] for p in content if p["type"] == "text")
+        )
 
 
 def fingerprint(texts: list[str], vocab_size: int) -> str:
@@ -85,7 +98,6 @@ def build(texts: list[str], vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    # Qwen-style: every digit is its own token (box coordinates), then GPT-2 byte-level splitting.
     # Every digit is its own token (box coordinates, as Qwen does) and so is every CJK character (a small
     # corpus would otherwise merge whole template phrases); then GPT-2 byte-level splitting.
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -116,7 +128,7 @@ def build(texts: list[str], vocab_size: int):
     return fast
 
 
-def ensure_tokenizer(out: str | Path, vocab_size: int = 8192, force: bool = False) -> tuple[Path, bool]:
+def ensure_tokenizer(out: str | Path, vocab_size: int = MAX_VOCAB, force: bool = False) -> tuple[Path, bool]:
     """Build the tokenizer into ``out`` unless an identical build is already there. Returns (path, built)."""
     from filelock import FileLock
 
@@ -140,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.tokenizer", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".cache/tokenizer", help="output folder (default .cache/tokenizer)")
     p.add_argument(
-        "--vocab-size", type=int, default=8192, help="BPE vocabulary size, special tokens included"
+        "--vocab-size", type=int, default=MAX_VOCAB, help="largest BPE vocabulary, special tokens included"
     )
     p.add_argument("--force", action="store_true", help="rebuild even if the cached build matches")
     args = p.parse_args(argv)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from data_prep.synthetic.scene import BACKGROUNDS, COLOURS, Scene
+from data_prep.synthetic.scene import BACKGROUNDS, COLOURS, TEXT_PAD, Scene, font, text_box
 
 # Unit-square outlines (0..1), stretched to each object's box.
 _STAR = [
@@ -28,20 +27,13 @@ OUTLINES = {
 }  # fmt: skip
 
 
-@lru_cache(maxsize=64)
-def font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)  # Pillow's bundled font: no system fonts needed
+def _fill_unit_square(points):
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, y0, sx, sy = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    return [((x - x0) / sx, (y - y0) / sy) for x, y in points]
 
 
-def text_box(text: str, size: int) -> tuple[int, int, int, int]:
-    """Ink box of ``text`` drawn at (0, 0): x1, y1, x2, y2."""
-    x1, y1, x2, y2 = font(size).getbbox(text)
-    return math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
-
-
-def rotated_size(w: int, h: int, angle: float) -> tuple[int, int]:
-    """Size of a w x h layer after ``rotate(angle, expand=True)``, as PIL rounds it."""
-    return Image.new("L", (w, h)).rotate(angle, expand=True).size
+OUTLINES = {shape: _fill_unit_square(points) for shape, points in OUTLINES.items()}
 
 
 def render(scene: Scene) -> Image.Image:
@@ -54,7 +46,7 @@ def render(scene: Scene) -> Image.Image:
             draw.ellipse((x1, y1, x2 - 1, y2 - 1), fill=rgb)
         else:
             w, h = x2 - 1 - x1, y2 - 1 - y1
-            draw.polygon([(x1 + u * w, y1 + v * h) for u, v in _unit_outline(obj.shape)], fill=rgb)
+            draw.polygon([(x1 + u * w, y1 + v * h) for u, v in OUTLINES[obj.shape]], fill=rgb)
     for word in scene.words:
         _draw_word(image, word)
     return image
@@ -66,16 +58,9 @@ def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _unit_outline(shape: str):
-    pts = OUTLINES[shape]
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, y0, sx, sy = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
-    return [((x - x0) / sx, (y - y0) / sy) for x, y in pts]
-
-
 def _draw_word(image: Image.Image, word) -> None:
     _, _, tw, th = text_box(word.text, word.font_size)
-    pad = 2
+    pad = TEXT_PAD
     layer = Image.new("RGBA", (tw + 2 * pad, th + 2 * pad), (0, 0, 0, 0))
     ImageDraw.Draw(layer).text(
         (pad, pad), word.text, font=font(word.font_size), fill=COLOURS[word.colour][0] + (255,)

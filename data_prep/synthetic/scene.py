@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+from PIL import Image, ImageFont
 
 # name -> (RGB, Chinese name)
 COLOURS: dict[str, tuple[tuple[int, int, int], str]] = {
@@ -50,6 +53,23 @@ WORDS = (
     "WORLD", "QUEEN", "PIZZA", "MUSIC", "HOTEL", "BANK", "ZOO", "LAMP", "TRAIN", "RIVER", "APPLE", "NORTH",
 )  # fmt: skip
 COMMON_ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 5 / 4, 2.0)
+TEXT_PAD = 2  # pixels around a word in its text layer, before the layer is rotated
+
+
+@lru_cache(maxsize=64)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled font: no system fonts needed
+
+
+def text_box(text: str, size: int) -> tuple[int, int, int, int]:
+    """Ink box of ``text`` drawn at (0, 0): x1, y1, x2, y2."""
+    x1, y1, x2, y2 = font(size).getbbox(text)
+    return math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
+
+
+def rotated_size(w: int, h: int, angle: float) -> tuple[int, int]:
+    """Size of a w x h layer after ``rotate(angle, expand=True)``, as PIL rounds it."""
+    return Image.new("L", (w, h)).rotate(angle, expand=True).size
 
 
 @dataclass
@@ -71,9 +91,8 @@ class Word:
     font_size: int
     angle: float  # degrees, counter-clockwise
     origin: tuple[int, int]  # top-left of the rotated text layer in the image
-    quad: list[
-        tuple[float, float]
-    ]  # pixels, corners of the text box: top-left, top-right, bottom-right, bottom-left
+    # pixels, corners of the ink box: top-left, top-right, bottom-right, bottom-left
+    quad: list[tuple[float, float]]
 
 
 @dataclass
@@ -156,13 +175,11 @@ def _overlap(a, b, pad: float) -> bool:
 
 
 def _place_word(rng: random.Random, scene: Scene, taken: list) -> Word | None:
-    from data_prep.synthetic.render import rotated_size, text_box  # font metrics live with the renderer
-
     text = rng.choice(WORDS)
     font_size = max(12, int(min(scene.width, scene.height) * rng.uniform(0.08, 0.13)))
     angle = rng.uniform(-15.0, 15.0)
     x1, y1, tw, th = text_box(text, font_size)
-    pad = 2
+    pad = TEXT_PAD
     lw, lh = tw + 2 * pad, th + 2 * pad  # the text layer, drawn at (pad, pad), then rotated
     bw, bh = rotated_size(lw, lh, angle)
     box = _free_box(rng, scene, bw, bh, taken)

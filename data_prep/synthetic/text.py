@@ -9,7 +9,6 @@ from data_prep.synthetic.scene import (
     COLOURS,
     SHAPES,
     SIZES,
-    WORDS,
     Obj,
     Scene,
     normalise_box,
@@ -18,7 +17,6 @@ from data_prep.synthetic.scene import (
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 BG_KIND_EN = {"plain": "plain", "gradient": "shaded", "striped": "striped", "noisy": "speckled"}
-NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
 
 # ---------------------------------------------------------------- English and Chinese descriptions
@@ -26,9 +24,16 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def describe(obj: Obj, with_size: bool = True) -> str:
-    words = f"{obj.size} {obj.colour} {obj.shape}" if with_size else f"{obj.colour} {obj.shape}"
+def describe(obj: Obj) -> str:
+    words = f"{obj.size} {obj.colour} {obj.shape}"
     return f"{article(words)} {words}"
+
+
+def count_by(objects: list[Obj], attribute: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in objects:
+        counts[getattr(o, attribute)] = counts.get(getattr(o, attribute), 0) + 1
+    return counts
 
 
 def join_en(items: list[str]) -> str:
@@ -86,11 +91,14 @@ def vqa(scene: Scene, rng: random.Random) -> list[dict]:
     objs = scene.objects
     n = len(objs)
     pairs = [{"type": "count", "question": "How many shapes are there in the image?", "answer": str(n)}]
-    shape_counts = {s: sum(o.shape == s for o in objs) for s in SHAPES}
-    colour_counts = {c: sum(o.colour == c for o in objs) for c in COLOURS}
+    shape_counts, colour_counts = count_by(objs, "shape"), count_by(objs, "colour")
     shape = rng.choice(list(SHAPES))
     pairs.append(
-        {"type": "count", "question": f"How many {shape}s are there?", "answer": str(shape_counts[shape])}
+        {
+            "type": "count",
+            "question": f"How many {shape}s are there?",
+            "answer": str(shape_counts.get(shape, 0)),
+        }
     )
     unique_shape = [o for o in objs if shape_counts[o.shape] == 1]
     if unique_shape:
@@ -126,7 +134,7 @@ def vqa(scene: Scene, rng: random.Random) -> list[dict]:
 
 
 def referring(scene: Scene, rng: random.Random) -> list[dict]:
-    shape_counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
+    shape_counts = count_by(scene.objects, "shape")
     refs = []
     for o in scene.objects:
         if shape_counts[o.shape] == 1 and rng.random() < 0.5:
@@ -287,12 +295,3 @@ def html_junk(caption: str, rng: random.Random) -> str:
 def empty_junk(rng: random.Random) -> str:
     pieces = [_junk(rng, JUNK_PREFIX + JUNK_SUFFIX) for _ in range(rng.randint(2, 5))]
     return " ".join(pieces)
-
-
-def corpus_texts(scene: Scene, rng: random.Random) -> list[str]:
-    """English and Chinese text of one scene, for building the tokenizer."""
-    qa = vqa(scene, rng)
-    texts = [caption_en(scene, rng), caption_zh(scene, rng), grounded_caption(scene)]
-    texts += [f"{t['question']} Answer: {t['answer']}" for t in qa]
-    texts += [r["expression"] for r in referring(scene, rng)] + [w for w in WORDS if rng.random() < 0.05]
-    return texts

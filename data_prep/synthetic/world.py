@@ -111,7 +111,7 @@ def plan_sample(cfg: WorldConfig, index: int) -> Plan:
                         source.clean_caption, source.tasks, duplicate_of=duplicate_of)  # fmt: skip
     size_kind = noise if noise in ("aspect", "small") else "clean"
     scene = sample_scene(rng, size_kind, cfg.word_rate)
-    tasks = _tasks(scene, rng, chinese)
+    tasks = scene_tasks(scene, rng, chinese)
     lang = "zh" if chinese else "en"
     caption = clean = tasks["caption_zh"] if chinese else tasks["caption_en"]
     corruption = None
@@ -133,7 +133,8 @@ def _key(index: int) -> str:
     return f"{index:09d}"
 
 
-def _tasks(scene: Scene, rng: random.Random, chinese: bool) -> dict:
+def scene_tasks(scene: Scene, rng: random.Random, chinese: bool) -> dict:
+    """Ground truth of every task for one scene (the Chinese caption only where ``chinese``)."""
     caption = T.caption_en(scene, rng)
     qa = T.vqa(scene, rng)
     tasks = {
@@ -150,9 +151,9 @@ def _tasks(scene: Scene, rng: random.Random, chinese: bool) -> dict:
 
 
 def _earlier_clean(cfg: WorldConfig, index: int, rng: random.Random) -> int | None:
+    if index == 0:
+        return None
     for _ in range(32):
-        if index == 0:
-            return None
         j = rng.randrange(index)
         if drawn_noise(cfg, sample_rng(cfg, j)) == "clean":
             return j
@@ -167,9 +168,8 @@ def _other_caption(cfg: WorldConfig, index: int, scene: Scene, chinese: bool, rn
         other = sample_scene(sample_rng(cfg, k, "mismatch"), "clean", cfg.word_rate)
         if {(o.colour, o.shape) for o in other.objects}.isdisjoint(own):
             return T.caption_zh(other, rng) if chinese else T.caption_en(other, rng)
-    raise RuntimeError(
-        f"sample {index}: found no caption of a different image"
-    )  # 32 misses: never in practice
+    # 32 misses in a row do not happen in practice; fail loudly rather than write a matching caption
+    raise RuntimeError(f"sample {index}: found no caption of a different image")
 
 
 def image_bytes(cfg: WorldConfig, plan: Plan) -> bytes:
