@@ -6,6 +6,7 @@ what differs per stage. Every value is checked in ``__post_init__`` with its ful
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,8 @@ class VisionConfig:
 
 @dataclass
 class AdapterConfig:
-    num_queries: int = 256  # learnable queries = image tokens per image in the LLM (paper: 256)
+    num_queries: int = 256  # learnable queries = image tokens per image in the LLM (paper: 256); a square
+    num_heads: int | None = None  # cross-attention heads; None = LLM width / 128 (Qwen-VL), at least 1
 
 
 @dataclass
@@ -49,7 +51,12 @@ class ModelConfig:
     tokenizer: str = ".cache/tokenizer"  # HF tokenizer name or folder (the offline one by default)
 
     def __post_init__(self) -> None:
-        _check(self.adapter.num_queries > 0, "model.adapter.num_queries", "must be > 0")
+        n = self.adapter.num_queries
+        _check(
+            n > 0 and math.isqrt(n) ** 2 == n, "model.adapter.num_queries", "must be a square (64, 144, 256)"
+        )
+        heads = self.adapter.num_heads
+        _check(heads is None or heads > 0, "model.adapter.num_heads", "must be > 0")
 
 
 @dataclass
@@ -59,7 +66,9 @@ class DataConfig:
     image_size: int = 224  # stage resolution (paper: 224 in stage 1, 448 in stages 2-3)
     max_length: int = 512  # tokens per sample; a sample whose image span would be cut is dropped
     num_workers: int = 2  # dataloader workers per rank
-    shuffle_buffer: int = 1000  # samples
+    open_shards: int = (
+        4  # shards each worker reads at once, drawing samples from them at random (the shuffle)
+    )
 
     def __post_init__(self) -> None:
         _check(bool(self.tasks), "data.tasks", "at least one task is needed")
@@ -69,6 +78,7 @@ class DataConfig:
         _check(self.image_size > 0, "data.image_size", "must be > 0")
         _check(self.max_length > 0, "data.max_length", "must be > 0")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.open_shards > 0, "data.open_shards", "must be > 0")
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from pipeline.config import CONFIG_ROOT, ConfigError
@@ -36,3 +37,23 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
     visual = clip.visual
     visual.output_tokens = True
     return visual
+
+
+def image_transform(cfg: VisionConfig, image_size: int):
+    """PIL image -> normalised tensor at ``image_size`` x ``image_size``, with the tower's mean and std.
+
+    Qwen-VL squashes every image to the square (no crop) with bicubic resampling; the mean and std are the
+    pretrained tag's (OpenAI's CLIP values otherwise).
+    """
+    model_cfg = open_clip.get_model_config(cfg.arch) or {}
+    stats = dict(model_cfg.get("preprocess_cfg", {}))
+    if cfg.pretrained and not Path(cfg.pretrained).suffix:
+        stats.update(open_clip.pretrained.get_pretrained_cfg(cfg.arch, cfg.pretrained))
+    return open_clip.image_transform(
+        image_size,
+        is_train=False,
+        mean=stats.get("mean", OPENAI_DATASET_MEAN),
+        std=stats.get("std", OPENAI_DATASET_STD),
+        resize_mode="squash",
+        interpolation="bicubic",
+    )

@@ -1,0 +1,1 @@
+"""Shards -> decoded, formatted, masked, collated batches (see pipeline.data.loader)."""

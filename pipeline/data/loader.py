@@ -1,0 +1,205 @@
+"""The training loader: shards -> decode -> resize -> task format -> collate, restorable to the batch.
+
+Each dataloader worker of each rank reads its own slot of the shards (``pipeline.data.shards``) and builds
+whole batches, so a batch is one worker's work and the loader's position is one small state per worker.
+torchdata's ``StatefulDataLoader`` collects those states after every batch and hands them back to the
+workers on restore, so a restored loader continues with exactly the batches an uninterrupted one would give.
+
+Shard format (written by ``data_prep``): ``<key>.jpg`` (or .jpeg/.png/.webp; absent for text-only samples),
+``<key>.txt`` the cleaned caption, ``<key>.json`` metadata: ``lang``, ``tasks`` (ground truth per task:
+``vqa``, ``ref``, ``grounded_caption``, ``ocr``, ``dialogue``) and, for text-only samples, ``text`` or
+``messages``. Boxes and quads are integers in [0, 1000).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from pipeline.data.formats import Example, Formatter, Record, Skip, choose_task
+from pipeline.data.shards import ShardStream, expand_urls
+from pipeline.schema import DataConfig
+from pipeline.tokens import IGNORE
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+def read_record(raw: dict) -> tuple[Record, str | None]:
+    """A webdataset sample -> (record, image extension or None). Raises Skip on unreadable metadata."""
+    key = raw["__key__"]
+    try:
+        meta = json.loads(raw["json"]) if "json" in raw else {}
+        caption = raw["txt"].decode("utf-8") if "txt" in raw else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Skip("bad_metadata", f"sample {key} in {raw.get('__url__')}: {e}") from None
+    if not isinstance(meta, dict):
+        raise Skip("bad_metadata", f"sample {key} in {raw.get('__url__')}: .json is not an object")
+    ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
+    return Record(key, meta, caption, has_image=ext is not None), ext
+
+
+def decode_image(data: bytes, key: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB")
+    except Exception as e:  # PIL raises many kinds; every one means the same here
+        raise Skip("decode_error", f"sample {key}: {e}") from None
+
+
+def collate(examples: list[Example], pixels: list[torch.Tensor], pad_id: int) -> dict:
+    """Right padding: every sequence starts at position 0, so pads only ever follow the text."""
+    length = max(len(e.input_ids) for e in examples)
+    batch = len(examples)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        attention_mask[row, :n] = 1
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "pixel_values": torch.stack(pixels),
+        "has_image": torch.tensor([e.has_image for e in examples]),
+        "tasks": [e.task for e in examples],
+        "keys": [e.key for e in examples],
+    }
+
+
+class TaskBatches(IterableDataset):
+    """Batches of one rank; each worker reads its own slot of the shards."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        formatter: Formatter,
+        transform: Callable,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.urls = expand_urls(cfg.shards)
+        self.cfg, self.formatter, self.transform = cfg, formatter, transform
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self._restored: dict | None = None
+        self._stream: ShardStream | None = None
+        self.stats: dict[str, Counter] = {}
+
+    def state_dict(self) -> dict:
+        stream = self._stream.state_dict() if self._stream else None
+        return {"stream": stream, "stats": {k: dict(v) for k, v in self.stats.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        slot = self.rank * workers + worker
+        self._stream = ShardStream(
+            self.urls, self.seed, slot, self.world_size * workers, self.cfg.open_shards
+        )
+        self.stats = {"skipped": Counter(), "tasks": Counter(), "truncated": Counter()}
+        if self._restored and self._restored["stream"]:
+            self._stream.load_state_dict(self._restored["stream"])
+            self.stats = {k: Counter(v) for k, v in self._restored["stats"].items()}
+        examples: list[Example] = []
+        pixels: list[torch.Tensor] = []
+        for raw in self._stream:
+            try:
+                example, image = self._prepare(raw)
+            except Skip as skip:
+                self.stats["skipped"][skip.reason] += 1
+                continue
+            examples.append(example)
+            pixels.append(image)
+            self.stats["tasks"][example.task] += 1
+            if example.truncated:
+                self.stats["truncated"][example.task] += 1
+            if len(examples) == self.batch_size:
+                batch = collate(examples, pixels, self.formatter.ids.pad)
+                if self._stream.shard_errors:
+                    self.stats["skipped"]["shard_error"] = self._stream.shard_errors
+                batch["stats"] = {"slot": slot, **{k: dict(v) for k, v in self.stats.items()}}
+                yield batch
+                examples, pixels = [], []
+
+    def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor]:
+        record, ext = read_record(raw)
+        rng = random.Random(f"task:{self.seed}:{raw['__epoch__']}:{record.key}")
+        task = choose_task(record, self.cfg.tasks, rng)
+        try:
+            example = self.formatter(record, task, rng)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise Skip("bad_metadata", f"sample {record.key}: {task} ground truth unusable: {e!r}") from None
+        if not example.has_image:  # text-only: a blank image keeps every rank on the same graph
+            size = self.cfg.image_size
+            return example, torch.zeros(3, size, size)
+        return example, self.transform(decode_image(raw[ext], record.key))
+
+
+class Loader:
+    """Endless batches for one rank, with a position that ``state_dict``/``load_state_dict`` save exactly."""
+
+    def __init__(self, dataset: TaskBatches, num_workers: int):
+        self.dataset = dataset
+        self._loader = StatefulDataLoader(
+            dataset,
+            batch_size=None,  # the dataset batches
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            prefetch_factor=2 if num_workers > 0 else None,
+        )
+        self._stats: dict[int, dict] = {}  # latest cumulative stats per slot
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self._loader:
+            stats = batch.pop("stats")
+            self._stats[stats.pop("slot")] = stats
+            yield batch
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Samples per task, skipped samples per reason and truncated samples per task, over all workers."""
+        total: dict[str, Counter] = {"tasks": Counter(), "skipped": Counter(), "truncated": Counter()}
+        for stats in self._stats.values():
+            for name, counts in stats.items():
+                total[name].update(counts)
+        return {name: dict(sorted(c.items())) for name, c in total.items()}
+
+    def state_dict(self) -> dict:
+        return {"loader": self._loader.state_dict(), "stats": self._stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._loader.load_state_dict(state["loader"])
+        self._stats = {int(k): v for k, v in state["stats"].items()}
+
+
+def build_loader(
+    cfg: DataConfig,
+    formatter: Formatter,
+    transform: Callable,
+    batch_size: int,
+    seed: int,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> Loader:
+    """The loader of one rank; rank and world size come from torch.distributed unless given."""
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        on = dist.is_available() and dist.is_initialized()
+        rank, world_size = (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
+    dataset = TaskBatches(cfg, formatter, transform, batch_size, seed, rank, world_size)
+    return Loader(dataset, cfg.num_workers)

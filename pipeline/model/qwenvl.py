@@ -1,0 +1,141 @@
+"""QwenVL: open_clip vision tower -> resampler -> Hugging Face causal LM.
+
+The resampler's outputs are written into the ``<|image_pad|>`` positions of the LLM's input embeddings.
+Plain ``nn.Module``: nothing here knows about DeepSpeed. The three submodules are the freeze groups
+(``vision``, ``adapter``, ``llm``) the stage configs name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from pipeline.model.language import build_llm
+from pipeline.model.pos_embed import resize_grid
+from pipeline.model.resampler import Resampler
+from pipeline.model.vision import build_vision_tower
+from pipeline.schema import ModelConfig
+from pipeline.tokens import IGNORE, prepare_tokenizer, special_ids
+
+WEIGHTS = "model.safetensors"
+VIT_POS_EMBED = "vision.positional_embedding"
+
+
+@dataclass
+class VLOutput:
+    loss: torch.Tensor  # mean over every supervised token of the batch
+    logits: torch.Tensor
+    sample_loss: torch.Tensor  # [B] summed token losses (per-task loss = sum over its samples / tokens)
+    sample_tokens: torch.Tensor  # [B] supervised tokens
+
+
+class QwenVL(nn.Module):
+    def __init__(self, vision: nn.Module, adapter: Resampler, llm: nn.Module, image_pad_id: int):
+        super().__init__()
+        self.vision, self.adapter, self.llm = vision, adapter, llm
+        self.image_pad_id = image_pad_id
+        self.num_queries = adapter.query.shape[0]
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, image_size: int, tokenizer, dtype=torch.float32) -> QwenVL:
+        """Build from a model preset; adds missing special tokens to ``tokenizer`` and resizes the LLM's
+        embeddings when the tokenizer has more tokens than it."""
+        prepare_tokenizer(tokenizer)
+        vision = build_vision_tower(cfg.vision, image_size)
+        llm = build_llm(cfg.llm, vocab_size=len(tokenizer), dtype=dtype)
+        if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
+            llm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+        width = llm.get_input_embeddings().embedding_dim
+        heads = cfg.adapter.num_heads or max(1, width // 128)
+        adapter = Resampler(cfg.adapter.num_queries, vision.transformer.width, width, heads)
+        return cls(vision, adapter, llm, special_ids(tokenizer).image_pad).to(dtype)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, num_queries, LLM width]."""
+        _, patches = self.vision(pixel_values)
+        return self.adapter(patches)
+
+    def embed(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, has_image: torch.Tensor
+    ) -> torch.Tensor:
+        """Token embeddings with the image features written into the image placeholder positions."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        slots = input_ids == self.image_pad_id
+        expected = has_image.long() * self.num_queries
+        if not torch.equal(slots.sum(dim=1), expected):
+            raise ValueError(
+                f"image placeholders per sample {slots.sum(dim=1).tolist()} != {expected.tolist()} "
+                f"({self.num_queries} per image): the data and the model disagree on the image length"
+            )
+        features = self.encode_images(pixel_values.to(embeds.dtype)).to(embeds.dtype)
+        embeds = embeds.masked_scatter(slots.unsqueeze(-1), features[has_image])
+        if not has_image.all():  # blank images of text-only samples: in the graph, with zero weight
+            embeds = embeds + 0.0 * features[~has_image].sum()
+        return embeds
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        has_image: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        **_: object,  # the rest of a loader batch (tasks, keys)
+    ) -> VLOutput:
+        embeds = self.embed(input_ids, pixel_values, has_image)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
+        if labels is None:
+            return VLOutput(logits.new_zeros(()), logits, logits.new_zeros(0), logits.new_zeros(0))
+        return _with_loss(logits, labels)
+
+
+def _with_loss(logits: torch.Tensor, labels: torch.Tensor) -> VLOutput:
+    """Next-token cross-entropy: position t predicts label t+1 (labels come unshifted from the data)."""
+    targets = labels[:, 1:]
+    token_loss = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
+    ).view_as(targets)
+    sample_loss = token_loss.sum(dim=1)
+    sample_tokens = (targets != IGNORE).sum(dim=1)
+    loss = sample_loss.sum() / sample_tokens.sum().clamp(min=1)
+    return VLOutput(loss, logits, sample_loss, sample_tokens)
+
+
+def resize_vit_pos_embed(pos: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """Move a ViT position embedding to another grid; the class-token row(s) before the grid stay."""
+    prefix = pos.shape[0] - math.isqrt(pos.shape[0]) ** 2
+    new_prefix = num_positions - math.isqrt(num_positions) ** 2
+    if prefix != new_prefix:
+        raise ValueError(f"position embedding with {prefix} prefix rows cannot move to {new_prefix}")
+    return torch.cat([pos[:prefix], resize_grid(pos[prefix:], num_positions - prefix)])
+
+
+def save_weights(model: QwenVL, folder: str | Path) -> Path:
+    """All weights as one safetensors file (shared tensors, such as tied embeddings, stored once)."""
+    path = Path(folder) / WEIGHTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path))
+    return path
+
+
+def load_weights(model: QwenVL, path: str | Path) -> None:
+    """Load safetensors weights, resizing the ViT position embedding when the resolution changed (the
+    resampler's key position embedding follows the ViT grid on its own)."""
+    path = Path(path)
+    state = load_file(path / WEIGHTS if path.is_dir() else path)
+    target = model.state_dict()
+    if VIT_POS_EMBED in state and state[VIT_POS_EMBED].shape != target[VIT_POS_EMBED].shape:
+        state[VIT_POS_EMBED] = resize_vit_pos_embed(state[VIT_POS_EMBED], target[VIT_POS_EMBED].shape[0])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {p.data_ptr() for name, p in model.state_dict().items() if name in state}
+    missing = [name for name in missing if target[name].data_ptr() not in loaded]  # tied copies are fine
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
