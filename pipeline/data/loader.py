@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -30,6 +31,8 @@ from pipeline.schema import DataConfig
 from pipeline.tokens import IGNORE
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# torchdata 0.11 calls a torch API that torch 2.14 deprecates; harmless, and not the user's to fix.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 
 def read_record(raw: dict) -> tuple[Record, str | None]:

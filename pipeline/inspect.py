@@ -1,0 +1,123 @@
+"""Show how one shard sample is formatted and masked, before you train on it.
+
+    python -m pipeline.inspect --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
+
+Sample ``--index`` counts from the first sample of the first shard of ``data.shards``, in file order. The
+task is drawn with the stage's mixing weights as the loader would in its first epoch, unless ``--task``
+picks one. Text output wraps supervised tokens in [[ ]] (green on a terminal); ``--tokens`` lists every
+token; ``--json`` prints ``tokens``, ``input_ids`` and ``labels`` (-100 where masked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import re
+import sys
+
+from webdataset.tariterators import tarfile_samples
+
+from pipeline.config import ConfigError, load_config
+from pipeline.data.formats import Example, Formatter, Skip, available_tasks, choose_task
+from pipeline.data.loader import read_record
+from pipeline.data.shards import expand_urls
+from pipeline.schema import StageConfig
+from pipeline.tokens import IGNORE, IMAGE_PAD, prepare_tokenizer
+
+GREEN, RESET = "\033[32m", "\033[0m"
+_PADS = re.compile(f"(?:{re.escape(IMAGE_PAD)})+")
+
+
+def inspect_sample(cfg: StageConfig, index: int, task: str | None = None) -> tuple[Example, object]:
+    """Format sample ``index`` of the stage's shards; returns the example and the tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer)
+    prepare_tokenizer(tokenizer)
+    samples = tarfile_samples([{"url": url} for url in expand_urls(cfg.data.shards)])
+    raw = next(itertools.islice(samples, index, None), None)
+    if raw is None:
+        raise IndexError(f"--index {index}: data.shards ({cfg.data.shards}) has fewer samples")
+    record, _ = read_record(raw)
+    rng = random.Random(f"task:{cfg.run.seed}:0:{record.key}")  # the loader's draw in epoch 0
+    if task is None:
+        task = choose_task(record, cfg.data.tasks, rng)
+    elif task not in available_tasks(record):
+        raise Skip(
+            "no_task", f"sample {record.key} has no {task} ground truth; it has {available_tasks(record)}"
+        )
+    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
+    return formatter(record, task, rng), tokenizer
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def marked_text(tokenizer, ids: list[int], labels: list[int], start: str = "[[", end: str = "]]") -> str:
+    """The decoded text with supervised runs wrapped in start/end; runs of image pads shortened to ``xN``."""
+    out = []
+    for supervised, run in itertools.groupby(zip(ids, labels), key=lambda p: p[1] != IGNORE):
+        text = _shorten_pads(tokenizer.decode([i for i, _ in run]))
+        out.append(f"{start}{text}{end}" if supervised else text)
+    return "".join(out)
+
+
+def _shorten_pads(text: str) -> str:
+    return _PADS.sub(lambda m: f"{IMAGE_PAD}x{len(m.group(0)) // len(IMAGE_PAD)}", text)
+
+
+def as_json(example: Example, tokenizer) -> dict:
+    return {
+        "key": example.key,
+        "task": example.task,
+        "has_image": example.has_image,
+        "truncated": example.truncated,
+        "num_tokens": len(example.input_ids),
+        "num_supervised": sum(label != IGNORE for label in example.labels),
+        "tokens": token_strings(tokenizer, example.input_ids),
+        "input_ids": example.input_ids,
+        "labels": example.labels,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="stage config, e.g. configs/stage2.yaml")
+    p.add_argument("--index", type=int, default=0, help="sample number in shard order (default 0)")
+    p.add_argument("--task", help="format as this task instead of drawing one")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--tokens", action="store_true", help="also list every token with its id and label")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.shards=...")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(StageConfig, args.config, args.overrides)
+        example, tokenizer = inspect_sample(cfg, args.index, args.task)
+    except (ConfigError, IndexError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Skip as e:
+        print(f"sample {args.index} is skipped by the loader: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(as_json(example, tokenizer), ensure_ascii=False))
+        return 0
+    info = as_json(example, tokenizer)
+    print(f"sample {args.index}  key {example.key}  task {example.task}  tokens {info['num_tokens']}  "
+          f"supervised {info['num_supervised']}{'  (truncated)' if example.truncated else ''}")  # fmt: skip
+    color = sys.stdout.isatty()
+    print(
+        marked_text(
+            tokenizer, example.input_ids, example.labels, *((GREEN, RESET) if color else ("[[", "]]"))
+        )
+    )
+    if args.tokens:
+        for n, (token, i, label) in enumerate(zip(info["tokens"], example.input_ids, example.labels)):
+            print(f"{n:5d} {i:7d} {'learn' if label != IGNORE else 'mask ':5s} {token!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+import io
+import json
+
+import pytest
+import torch
+import webdataset as wds
+
+from pipeline.config import ConfigError
+from pipeline.data.formats import Formatter
+from pipeline.data.loader import build_loader
+from pipeline.data.shards import epoch_shards, expand_urls
+from pipeline.model.vision import image_transform
+from pipeline.schema import DataConfig, VisionConfig
+from pipeline.tokens import IGNORE
+from tests.shards import world_samples, write_shards
+
+SIZE = 56  # a 4x4 patch grid keeps the tests fast; the loader does not care
+STAGE2 = {"caption": 19.7, "vqa": 3.6, "grounded_caption": 12.2, "ref": 8.7, "ocr": 24.8, "text": 7.8}
+
+
+def loader(shards, tokenizer, rank=0, world_size=1, workers=0, tasks=None, seed=0, batch=2, max_length=512):
+    cfg = DataConfig(shards=shards, tasks=tasks or STAGE2, image_size=SIZE, num_workers=workers)
+    fmt = Formatter(tokenizer, num_queries=16, max_length=max_length)
+    return build_loader(cfg, fmt, image_transform(VisionConfig(), SIZE), batch, seed, rank, world_size)
+
+
+def take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def same(a: dict, b: dict) -> bool:
+    return (
+        a["keys"] == b["keys"]
+        and a["tasks"] == b["tasks"]
+        and all(
+            torch.equal(a[k], b[k])
+            for k in ("input_ids", "labels", "attention_mask", "pixel_values", "has_image")
+        )
+    )
+
+
+@pytest.mark.parametrize(("world_size", "workers"), [(1, 2), (2, 0), (2, 2)])
+def test_restored_loader_continues_exactly(world_shards, tokenizer, world_size, workers):
+    for rank in range(world_size):
+        reference = loader(world_shards, tokenizer, rank, world_size, workers)
+        uninterrupted = take(iter(reference), 48)
+        first = loader(world_shards, tokenizer, rank, world_size, workers)
+        it = iter(first)
+        assert all(same(a, b) for a, b in zip(take(it, 40), uninterrupted))
+        state = json.loads(json.dumps(first.state_dict()))  # checkpoints store it as JSON
+        restored = loader(world_shards, tokenizer, rank, world_size, workers)
+        restored.load_state_dict(state)
+        after = take(iter(restored), 8)
+        assert all(same(a, b) for a, b in zip(after, uninterrupted[40:])), f"rank {rank}"
+        assert restored.stats() == reference.stats()  # the counts carry over too
+
+
+def test_ranks_read_different_samples_and_seeds_change_the_order(world_shards, tokenizer):
+    keys = [
+        sum((b["keys"] for b in take(iter(loader(world_shards, tokenizer, r, 2)), 10)), []) for r in (0, 1)
+    ]
+    assert not set(keys[0]) & set(keys[1])
+    reseeded = sum((b["keys"] for b in take(iter(loader(world_shards, tokenizer, 0, 2, seed=1)), 10)), [])
+    assert reseeded != keys[0]
+
+
+def test_every_slot_gets_the_same_number_of_shards_and_an_epoch_covers_all():
+    urls = [f"s{i}" for i in range(9)]
+    for slots in (1, 2, 4, 9, 12):
+        lists = [epoch_shards(urls, 0, 3, s, slots) for s in range(slots)]
+        assert {len(x) for x in lists} == {-(-9 // slots)}
+        assert set(sum(lists, [])) == set(urls)
+    assert epoch_shards(urls, 0, 0, 0, 1) != epoch_shards(urls, 0, 1, 0, 1)  # reshuffled per epoch
+
+
+def test_more_slots_than_shards_never_starve_a_rank(tmp_path, tokenizer):
+    shards = write_shards(world_samples(30, 0), tmp_path, per_shard=12)  # 3 shards of 12, 12, 6
+    for rank in range(2):  # 2 ranks x 2 workers = 4 slots
+        batches = take(iter(loader(shards, tokenizer, rank, 2, workers=2, tasks={"caption": 1})), 30)
+        assert len(batches) == 30
+
+
+def test_batches_are_right_padded_with_normalised_images(world_shards, tokenizer):
+    for batch in take(iter(loader(world_shards, tokenizer, batch=4)), 10):
+        mask = batch["attention_mask"].bool()
+        lengths = mask.sum(1)
+        assert torch.equal(mask, torch.arange(mask.shape[1]) < lengths[:, None])  # pads only at the end
+        assert (batch["labels"][~mask] == IGNORE).all()
+        assert (batch["input_ids"][~mask] == tokenizer.pad_token_id).all()
+        assert batch["pixel_values"].shape == (4, 3, SIZE, SIZE)
+        images = batch["pixel_values"][batch["has_image"]]
+        assert images.abs().amax() > 1.0  # normalised with the CLIP mean/std, not in [0, 1]
+        assert not batch["pixel_values"][~batch["has_image"]].any()  # text-only rows: blank image
+
+
+def test_stage2_mix_draws_every_task(world_shards, tokenizer):
+    it = loader(world_shards, tokenizer, batch=8)
+    tasks = sum((b["tasks"] for b in take(iter(it), 25)), [])
+    assert set(tasks) == set(STAGE2)
+    assert it.stats()["tasks"] == {t: tasks.count(t) for t in sorted(set(tasks))}
+
+
+def _jpeg(colour) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_bad_samples_are_skipped_and_counted_by_reason(tmp_path, tokenizer):
+    good = {"lang": "en"}
+    samples = [
+        {"__key__": f"g{i}", "jpg": _jpeg("red"), "txt": "A red image.", "json": good} for i in range(6)
+    ]
+    samples += [
+        {"__key__": "corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": "x", "json": good},
+        {"__key__": "badjson", "jpg": _jpeg("blue"), "txt": "x", "json": b"{not json"},
+        {"__key__": "textonly", "json": {"text": "No image here."}},
+        {"__key__": "nocaption", "jpg": _jpeg("green"), "json": good},
+    ]
+    with wds.TarWriter(str(tmp_path / "0.tar")) as w:
+        for s in samples:
+            w.write(s)
+    data = (tmp_path / "0.tar").read_bytes()
+    (tmp_path / "1.tar").write_bytes(data[: len(data) // 2 + 100])  # a shard cut off mid-file
+    it = loader(str(tmp_path / "{0..1}.tar"), tokenizer, tasks={"caption": 1.0}, batch=3)
+    batches = take(iter(it), 12)  # a few epochs of the 6 good samples
+    assert all(k.startswith("g") for b in batches for k in b["keys"])
+    skipped = it.stats()["skipped"]
+    assert skipped["decode_error"] >= 1 and skipped["bad_metadata"] >= 1 and skipped["no_task"] >= 2
+    assert skipped["shard_error"] >= 1
+
+
+def test_missing_shards_name_the_config_key(tmp_path):
+    with pytest.raises(ConfigError, match="data.shards.*not found"):
+        expand_urls(str(tmp_path / "{0..3}.tar"))
