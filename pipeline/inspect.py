@@ -59,7 +59,7 @@ def token_strings(tokenizer, ids: list[int]) -> list[str]:
 def marked_text(tokenizer, ids: list[int], labels: list[int], start: str = "[[", end: str = "]]") -> str:
     """The decoded text with supervised runs wrapped in start/end; runs of image pads shortened to ``xN``."""
     out = []
-    for supervised, run in itertools.groupby(zip(ids, labels), key=lambda p: p[1] != IGNORE):
+    for supervised, run in itertools.groupby(zip(ids, labels, strict=True), key=lambda p: p[1] != IGNORE):
         text = _shorten_pads(tokenizer.decode([i for i, _ in run]))
         out.append(f"{start}{text}{end}" if supervised else text)
     return "".join(out)
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if args.tokens:
-        for n, (token, i, label) in enumerate(zip(info["tokens"], example.input_ids, example.labels)):
+        for n, (token, i, label) in enumerate(
+            zip(info["tokens"], example.input_ids, example.labels, strict=True)
+        ):
             print(f"{n:5d} {i:7d} {'learn' if label != IGNORE else 'mask ':5s} {token!r}")
     return 0
 

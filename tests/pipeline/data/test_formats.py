@@ -52,7 +52,7 @@ def fmt(tokenizer):
 def check(fmt, record, task, expected):
     example = fmt(record, task, random.Random(0))
     assert marked_text(fmt.tokenizer, example.input_ids, example.labels) == expected
-    assert all(label in (i, IGNORE) for i, label in zip(example.input_ids, example.labels))
+    assert all(label in (i, IGNORE) for i, label in zip(example.input_ids, example.labels, strict=True))
     pads = [i for i, t in enumerate(example.input_ids) if t == fmt.ids.image_pad]
     assert all(example.labels[i] == IGNORE for i in pads)  # never on image positions
     return example

@@ -46,12 +46,12 @@ def test_restored_loader_continues_exactly(world_shards, tokenizer, world_size, 
         uninterrupted = take(iter(reference), 48)
         first = loader(world_shards, tokenizer, rank, world_size, workers)
         it = iter(first)
-        assert all(same(a, b) for a, b in zip(take(it, 40), uninterrupted))
+        assert all(same(a, b) for a, b in zip(take(it, 40), uninterrupted[:40], strict=True))
         state = json.loads(json.dumps(first.state_dict()))  # checkpoints store it as JSON
         restored = loader(world_shards, tokenizer, rank, world_size, workers)
         restored.load_state_dict(state)
         after = take(iter(restored), 8)
-        assert all(same(a, b) for a, b in zip(after, uninterrupted[40:])), f"rank {rank}"
+        assert all(same(a, b) for a, b in zip(after, uninterrupted[40:], strict=True)), f"rank {rank}"
         assert restored.stats() == reference.stats()  # the counts carry over too
 
 
