@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.shards import world_samples, write_shards
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,3 +25,9 @@ def tokenizer(tokenizer_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def world_shards(tmp_path_factory) -> str:
+    """200 image-text pairs and 20 text-only samples of the synthetic world in 9 shards (the last short)."""
+    return write_shards(world_samples(200, 20), tmp_path_factory.mktemp("shards"), per_shard=25)

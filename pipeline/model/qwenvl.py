@@ -132,7 +132,10 @@ def load_weights(model: QwenVL, path: str | Path) -> None:
     target = model.state_dict()
     if VIT_POS_EMBED in state and state[VIT_POS_EMBED].shape != target[VIT_POS_EMBED].shape:
         state[VIT_POS_EMBED] = resize_vit_pos_embed(state[VIT_POS_EMBED], target[VIT_POS_EMBED].shape[0])
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{path}: weights do not fit the model: {e}") from None
     loaded = {p.data_ptr() for name, p in model.state_dict().items() if name in state}
     missing = [name for name in missing if target[name].data_ptr() not in loaded]  # tied copies are fine
     if missing or unexpected:

@@ -36,6 +36,7 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
         ) from None
     visual = clip.visual
     visual.output_tokens = True
+    visual.proj = None  # CLIP's pooled-embedding head: the resampler reads the patch tokens, never the pool
     return visual
 
 
