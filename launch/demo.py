@@ -10,7 +10,6 @@ from pathlib import Path
 
 NOT_BUILT = [
     "data prep filters and webdataset shards (make prep)",
-    "the Qwen-VL model, task formats, loss masking and loader (pipeline core)",
     "the three DeepSpeed stages (launch/stage1.py, stage2.py, stage3.py)",
     "evaluation and the chained demo",
 ]
