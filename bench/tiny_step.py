@@ -1,8 +1,10 @@
-"""A training step of the tiny preset on CPU (vision tower at 224 px + LLM over an image-sized sequence),
-as seconds per step and as a share of the machine's own fp32 matmul throughput, measured in the same run."""
+"""A training step of the tiny QwenVL on CPU (ViT at 224 px -> resampler -> LLM over a formatted caption
+batch), as seconds per step and as a share of the machine's own fp32 matmul throughput, measured in the
+same run."""
 
 from __future__ import annotations
 
+import random
 import time
 
 import torch
@@ -10,11 +12,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoTokenizer
 
 from pipeline.config import CONFIG_ROOT, load_config
-from pipeline.model.language import build_llm
-from pipeline.model.vision import build_vision_tower
+from pipeline.data.formats import Formatter, Record
+from pipeline.data.loader import collate
+from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import ModelConfig
 
-BATCH, TEXT_TOKENS, REPEATS = 2, 64, 10
+BATCH, REPEATS, SIZE = 2, 10, 224
+CAPTION = (
+    "A large red circle and a small blue square on a plain beige background. The word STOP is written on it."
+)
 
 
 def _timed(fn, repeats: int) -> float:
@@ -29,17 +35,16 @@ def run() -> dict:
     torch.manual_seed(0)
     cfg = load_config(ModelConfig, CONFIG_ROOT / "model" / "tiny.yaml")
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    vision = build_vision_tower(cfg.vision, 224)
-    llm = build_llm(cfg.llm, vocab_size=len(tokenizer))
-    params = list(vision.parameters()) + list(llm.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    images = torch.randn(BATCH, 3, 224, 224)
-    ids = torch.randint(0, len(tokenizer), (BATCH, cfg.adapter.num_queries + 2 + TEXT_TOKENS))
+    model = QwenVL.from_config(cfg, SIZE, tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    fmt = Formatter(tokenizer, cfg.adapter.num_queries, 512)
+    examples = [
+        fmt(Record(str(i), {"lang": "en"}, CAPTION, True), "caption", random.Random(i)) for i in range(BATCH)
+    ]
+    batch = collate(examples, [torch.randn(3, SIZE, SIZE) for _ in range(BATCH)], tokenizer.pad_token_id)
 
     def step() -> None:
-        _, tokens = vision(images)
-        loss = llm(input_ids=ids, labels=ids).loss + tokens.float().pow(2).mean()
-        loss.backward()
+        model(**batch).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -57,5 +62,6 @@ def run() -> dict:
         "matmul_gflops_per_s": round(matmul_flops_per_s / 1e9, 1),
         "share_of_matmul_peak": round(step_flops / step_s / matmul_flops_per_s, 3),
         "batch": BATCH,
+        "tokens_per_sample": len(examples[0].input_ids),
         "threads": torch.get_num_threads(),
     }

@@ -165,6 +165,7 @@ class Loader:
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             prefetch_factor=2 if num_workers > 0 else None,
+            pin_memory=torch.cuda.is_available(),
         )
         self._stats: dict[int, dict] = {}  # latest cumulative stats per slot
 
