@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import random
 import re
 import sys
 
 from webdataset.tariterators import tarfile_samples
 
 from pipeline.config import ConfigError, load_config
-from pipeline.data.formats import Example, Formatter, Skip, available_tasks, choose_task
+from pipeline.data.formats import Example, Formatter, Skip, available_tasks, choose_task, task_rng
 from pipeline.data.loader import read_record
 from pipeline.data.shards import expand_urls
 from pipeline.schema import StageConfig
@@ -41,7 +40,7 @@ def inspect_sample(cfg: StageConfig, index: int, task: str | None = None) -> tup
     if raw is None:
         raise IndexError(f"--index {index}: data.shards ({cfg.data.shards}) has fewer samples")
     record, _ = read_record(raw)
-    rng = random.Random(f"task:{cfg.run.seed}:0:{record.key}")  # the loader's draw in epoch 0
+    rng = task_rng(cfg.run.seed, 0, record.key)  # the loader's draw in its first epoch
     if task is None:
         task = choose_task(record, cfg.data.tasks, rng)
     elif task not in available_tasks(record):

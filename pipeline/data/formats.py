@@ -66,6 +66,11 @@ def available_tasks(record: Record) -> list[str]:
     return found
 
 
+def task_rng(seed: int, epoch: int, key: str) -> random.Random:
+    """The randomness of one sample's formatting (task draw, which QA or referent): fixed per epoch."""
+    return random.Random(f"task:{seed}:{epoch}:{key}")
+
+
 def choose_task(record: Record, weights: dict[str, float], rng: random.Random) -> str:
     """Draw one of the sample's tasks with the configured mixing weights (renormalised over what it has)."""
     candidates = [t for t in available_tasks(record) if t in weights]

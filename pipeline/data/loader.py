@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from pipeline.data.formats import Example, Formatter, Record, Skip, choose_task
+from pipeline.data.formats import Example, Formatter, Record, Skip, choose_task, task_rng
 from pipeline.data.shards import ShardStream, expand_urls
 from pipeline.schema import DataConfig
 from pipeline.tokens import IGNORE
@@ -142,7 +141,7 @@ class TaskBatches(IterableDataset):
 
     def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor]:
         record, ext = read_record(raw)
-        rng = random.Random(f"task:{self.seed}:{raw['__epoch__']}:{record.key}")
+        rng = task_rng(self.seed, raw["__epoch__"], record.key)
         task = choose_task(record, self.cfg.tasks, rng)
         try:
             example = self.formatter(record, task, rng)

@@ -3,7 +3,7 @@
 Every epoch the shard list is shuffled with (seed, epoch); slot ``s`` of ``S`` (rank * workers + worker)
 takes shards s, s+S, s+2S, ... wrapping around, so every slot gets the same number of shards per epoch and a
 rank never waits on another with fewer. Epochs follow each other without end (the trainer counts steps).
-Each slot keeps ``interleave`` shards open and draws the next sample from one of them at random, which
+Each slot keeps ``open_shards`` shards open and draws the next sample from one of them at random, which
 mixes shards without a sample buffer; the position is then just (epoch, next shard, samples read from each
 open shard), so a restore reopens those shards and skips what was read: exact, and bounded by a few shards.
 """
@@ -54,14 +54,14 @@ def epoch_shards(urls: list[str], seed: int, epoch: int, slot: int, slots: int) 
 class ShardStream:
     """Endless raw samples (webdataset dicts: ``__key__``, ``__url__``, one entry per file extension)."""
 
-    def __init__(self, urls: list[str], seed: int, slot: int, slots: int, interleave: int = 4):
+    def __init__(self, urls: list[str], seed: int, slot: int, slots: int, open_shards: int = 4):
         self.urls, self.seed, self.slot, self.slots = urls, seed, slot, slots
-        self.interleave = interleave
+        self.open_shards = open_shards
         self.epoch, self.next = 0, 0  # the next shard to open: index ``next`` of epoch ``epoch``'s list
         self.open: list[list[int]] = []  # [epoch, index, samples read] per open shard
         self.drawn = 0  # samples drawn so far (seeds the choice of shard)
         self.shard_errors = 0  # shards that failed to open or broke off (each logged with its URL)
-        self._listed: tuple[int, list[str]] = (-1, [])
+        self._lists: dict[int, list[str]] = {}  # shard list per epoch, for the epochs of open shards
 
     def state_dict(self) -> dict:
         return {
@@ -78,9 +78,11 @@ class ShardStream:
         self.open = [list(o) for o in state["open"]]
 
     def _url(self, epoch: int, index: int) -> str:
-        if self._listed[0] != epoch:
-            self._listed = (epoch, epoch_shards(self.urls, self.seed, epoch, self.slot, self.slots))
-        return self._listed[1][index]
+        if epoch not in self._lists:
+            oldest = min([e for e, _, _ in self.open] + [epoch])
+            self._lists = {e: v for e, v in self._lists.items() if e >= oldest}  # only epochs still open
+            self._lists[epoch] = epoch_shards(self.urls, self.seed, epoch, self.slot, self.slots)
+        return self._lists[epoch][index]
 
     def _reader(self, entry: list[int]) -> Iterator[dict]:
         samples = tarfile_samples([{"url": self._url(entry[0], entry[1])}])
@@ -100,7 +102,7 @@ class ShardStream:
         readers = [self._reader(entry) for entry in self.open]
         empty_opens = 0
         while True:
-            while len(self.open) < self.interleave:
+            while len(self.open) < self.open_shards:
                 self.open.append(self._open_next())
                 readers.append(self._reader(self.open[-1]))
             pick = random.Random(f"draw:{self.seed}:{self.slot}:{self.drawn}").randrange(len(readers))
@@ -115,7 +117,7 @@ class ShardStream:
                 sample = None
             if sample is None:
                 empty_opens = 0 if self.open[pick][2] else empty_opens + 1
-                if empty_opens > 2 * (len(self.urls) + self.interleave):
+                if empty_opens > 2 * (len(self.urls) + self.open_shards):
                     raise RuntimeError(
                         f"slot {self.slot}: no shard gave a sample ({self.shard_errors} errors)"
                     )
