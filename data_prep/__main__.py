@@ -3,34 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 
 from data_prep.config import PrepConfig
-from data_prep.synthetic import WorldConfig, generate
 from pipeline.config import ConfigError, load_config, save_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_prep", description="Prepare raw image-text data.")
+    p = argparse.ArgumentParser(
+        prog="python -m data_prep", description="Clean raw image-text data into webdataset shards."
+    )
     p.add_argument("--config", required=True, help="preset YAML, e.g. configs/data/synthetic.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. filters.clip.threshold=0.25")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         cfg = load_config(PrepConfig, args.config, args.overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(cfg.output_dir)
-    save_config(cfg, out / "config.yaml")
-    summary = generate(WorldConfig(num_samples=cfg.num_samples, seed=cfg.seed), out / "raw")
-    print(
-        f"raw synthetic world: {summary['num_pairs']} pairs, {summary['num_text']} text samples -> {out / 'raw'}"
-    )
-    print(
-        "not built yet: cleaning, filtering and webdataset shard writing (the data-prep issue); no shards written"
-    )
+    from data_prep.engine import run
+    from data_prep.stats import InvariantError
+
+    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    try:
+        summary = run(cfg)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except InvariantError as e:
+        print(f"error: samples lost: {e}", file=sys.stderr)
+        return 1
+    print(report(summary))
     return 0
+
+
+def report(summary: dict) -> str:
+    lines = [
+        f"{summary['input']} in -> {summary['kept']} kept ({summary['kept_rate']:.1%}); "
+        f"invariant holds: input == kept + dropped + errors",
+        "dropped: " + json.dumps(summary["dropped"]),
+        "errors: " + json.dumps(summary["errors"]),
+    ]
+    for label, q in summary["quality"].items():
+        lines.append(
+            f"quality {label:>9}: precision {q['precision']} recall {q['recall']} ({q['samples']} samples)"
+        )
+    lines.append(f"shards: {summary['shard_pattern']}  (samples/s this run: {summary['samples_per_s']})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,124 @@
-"""Typed schema of a data-prep preset (configs/data/<preset>.yaml)."""
+"""Typed schema of a data-prep preset (configs/data/<preset>.yaml).
+
+Filters run in the recipe's order (``FILTER_ORDER``); each has ``enabled`` and its own thresholds.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.config import ConfigError
 
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", "laion", "folder", "wds", "llava")
+FILTER_ORDER = ("text", "decode", "size", "aspect", "language", "dedup", "clip")
+
+
+@dataclass
+class TextFilter:
+    enabled: bool = True  # strip HTML tags/entities, URLs, e-mails, symbol runs; drop empty/short/long
+    min_chars: int = 5
+    max_chars: int = 1000
+
+
+@dataclass
+class DecodeFilter:
+    enabled: bool = True  # decode every image fully; off: undecodable images are counted as errors
+
+
+@dataclass
+class SizeFilter:
+    enabled: bool = True
+    min_side: int = 100  # pixels; the shorter side must reach it
+
+
+@dataclass
+class AspectFilter:
+    enabled: bool = True
+    max_ratio: float = 3.0  # longer side / shorter side
+
+
+@dataclass
+class LanguageFilter:
+    enabled: bool = True
+    charset: bool = True  # Qwen-VL's rule: only English and Chinese characters, digits, punctuation
+    keep: list[str] = field(default_factory=lambda: ["en", "zh"])  # ISO codes kept by language ID
+    min_confidence: float = 0.5  # language ID drops only when at least this sure
+
+
+@dataclass
+class DedupFilter:
+    enabled: bool = True  # exact: sha256 of image bytes + cleaned caption; the first occurrence stays
+
+
+@dataclass
+class ClipFilter:
+    enabled: bool = True
+    # open_clip architecture with a pretrained tag or a local checkpoint; "synthetic" trains (once, cached
+    # under .cache/clip/) the tiny scorer on clean synthetic pairs
+    arch: str = "tiny-ViT-14"
+    pretrained: str = "synthetic"
+    threshold: float | None = None  # cosine similarity; None: the calibrated threshold stored with the scorer
+    batch_size: int = 256
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = 1  # scoring actors (one model each; one GPU each when GPUs are present)
+    train_steps: int = (
+        240  # synthetic scorer: training steps of batch 128 (about 1 s each on a CPU core pair)
+    )
+
+
+@dataclass
+class Filters:
+    text: TextFilter = field(default_factory=TextFilter)
+    decode: DecodeFilter = field(default_factory=DecodeFilter)
+    size: SizeFilter = field(default_factory=SizeFilter)
+    aspect: AspectFilter = field(default_factory=AspectFilter)
+    language: LanguageFilter = field(default_factory=LanguageFilter)
+    dedup: DedupFilter = field(default_factory=DedupFilter)
+    clip: ClipFilter = field(default_factory=ClipFilter)
+
+
+@dataclass
+class Download:
+    """img2dataset settings for the laion source."""
+
+    url_col: str = "URL"
+    caption_col: str = "TEXT"
+    timeout: float = 10.0  # seconds per request
+    retries: int = 0
+    processes: int = 2
+    threads: int = 16
 
 
 @dataclass
 class PrepConfig:
-    source: str = "synthetic"  # where raw pairs come from
-    output_dir: str = "data/synthetic"  # raw/ (and, with the filters, shards/ stats/ plots/) go here
-    num_samples: int = 5000  # synthetic source: raw image-text pairs to generate
-    seed: int = 0  # synthetic source: world seed
+    source: str = "synthetic"  # synthetic | laion | folder | wds | llava
+    output_dir: str = "data/synthetic"  # shards/ stats/ plots/ summary.json (and raw/ for synthetic, laion)
+    input: str = (
+        ""  # laion: parquet file or folder of them; folder: folder; wds: brace URLs; llava: JSON file
+    )
+    image_root: str = ""  # llava: folder the JSON's image paths are relative to
+    num_samples: int = 5000  # synthetic: raw image-text pairs to generate
+    seed: int = 0  # synthetic world seed; also the shuffle seed of every output shard
+    samples_per_shard: int = 1000  # input samples per unit of work; each becomes one output shard
+    max_side: int = 512  # images are resized so that the longer side is at most this
+    jpeg_quality: int = 95
+    ray_address: str = ""  # "" = local Ray on this machine (or RAY_ADDRESS when set)
+    workers: int = 0  # parallel filter tasks; 0 = one per CPU
+    log_every: float = 10.0  # seconds between progress log lines
+    download: Download = field(default_factory=Download)
+    filters: Filters = field(default_factory=Filters)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ConfigError(f"key 'source': {self.source!r} is not built yet; available: {SOURCES}")
-        if self.num_samples <= 0:
-            raise ConfigError("key 'num_samples': must be > 0")
+            raise ConfigError(f"key 'source': {self.source!r} is not one of {SOURCES}")
+        if self.source != "synthetic" and not self.input:
+            raise ConfigError(f"key 'input': required for source {self.source!r}")
+        if self.source == "llava" and not self.image_root:
+            raise ConfigError("key 'image_root': required for source 'llava'")
+        for key in ("num_samples", "samples_per_shard", "max_side"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"key '{key}': must be > 0")
+        if self.filters.aspect.max_ratio < 1:
+            raise ConfigError("key 'filters.aspect.max_ratio': must be >= 1")
+        if self.filters.clip.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError("key 'filters.clip.device': must be auto, cpu or cuda")

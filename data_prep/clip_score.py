@@ -1,0 +1,69 @@
+"""CLIP score = cosine similarity of open_clip image and caption embeddings, in batches.
+
+The model is any open_clip architecture with a pretrained tag or a local checkpoint. ``pretrained:
+synthetic`` is the tiny scorer trained offline on clean synthetic pairs (``data_prep.clip_train``); its
+folder holds the weights (safetensors) and ``scorer.json`` with the image size and a calibrated threshold.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from data_prep.config import ClipFilter
+from pipeline.config import CONFIG_ROOT, ConfigError
+
+open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class ClipScorer:
+    def __init__(self, cfg: ClipFilter, scorer_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        threshold, kwargs = cfg.threshold, {}
+        pretrained = cfg.pretrained
+        if scorer_dir is not None:  # the synthetic scorer: its own image size and calibrated threshold
+            info = json.loads((Path(scorer_dir) / "scorer.json").read_text())
+            pretrained = str(Path(scorer_dir) / info["weights"])
+            kwargs = {"force_image_size": info["image_size"]}
+            threshold = info["threshold"] if threshold is None else threshold
+        if threshold is None:
+            raise ConfigError(f"key 'filters.clip.threshold': required with pretrained={cfg.pretrained!r}")
+        self.threshold = float(threshold)
+        try:
+            model, _, self.preprocess = open_clip.create_model_and_transforms(
+                cfg.arch, pretrained=pretrained, image_resize_mode="squash", **kwargs
+            )
+        except RuntimeError as e:  # open_clip raises RuntimeError for unknown tags and bad checkpoints
+            raise ConfigError(f"key 'filters.clip.pretrained': {e}") from None
+        self.model = model.to(self.device).eval()
+        self.tokenizer = open_clip.get_tokenizer(cfg.arch)
+
+    def pixels(self, image_bytes: list[bytes]) -> torch.Tensor:
+        return torch.stack([self.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in image_bytes])
+
+    @torch.no_grad()
+    def score_pixels(self, pixels: torch.Tensor, captions: list[str]) -> np.ndarray:
+        image = self.model.encode_image(pixels.to(self.device), normalize=True)
+        text = self.model.encode_text(self.tokenizer(captions).to(self.device), normalize=True)
+        return (image * text).sum(-1).float().cpu().numpy()
+
+    def score(self, image_bytes: list[bytes], captions: list[str]) -> np.ndarray:
+        """Decode, preprocess and score in batches of ``batch_size``."""
+        scores, step = [], self.cfg.batch_size
+        for i in range(0, len(captions), step):
+            pixels = self.pixels(image_bytes[i : i + step])
+            scores.append(self.score_pixels(pixels, captions[i : i + step]))
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

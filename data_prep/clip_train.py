@@ -1,0 +1,199 @@
+"""The synthetic preset's CLIP scorer: a tiny open_clip model trained on clean synthetic pairs, cached.
+
+    python -m data_prep.clip_train [--steps 240] [--out DIR]
+
+Trained with open_clip's model, tokenizer and ``ClipLoss`` in a short loop over in-memory tensors (dev/LOG.md
+says why not ``open_clip_train.main``: on this data it learned slower). Every batch comes from one background
+colour, so the contrastive loss cannot be met by telling backgrounds apart and must look at the objects.
+The threshold is calibrated on held-out pairs at the world's mismatch rate and stored with the weights.
+Everything is seeded and the step count is fixed, so the same settings give the same scorer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.config import ClipFilter
+
+log = logging.getLogger("data_prep")
+CACHE = Path(os.environ.get("QWENVL_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "clip"
+VERSION = "clip-scorer-v1"  # bump when training changes
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "tiny-ViT-14"
+    steps: int = 240
+    pairs: int = 5000
+    image_size: int = 112
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup: int = 20
+    world_seed: int = 12345  # training scenes; the prep's world uses seed 0 by default
+    heldout: int = 600  # calibration: clean and mismatched held-out pairs each
+    prevalence: float = 0.05  # the mismatch rate the threshold is tuned for (the world's default)
+
+    def name(self) -> str:
+        digest = hashlib.sha256(json.dumps([VERSION, asdict(self)], sort_keys=True).encode()).hexdigest()
+        return f"{self.arch}-{self.steps}steps-{digest[:10]}"
+
+
+def ensure_scorer(clip: ClipFilter) -> Path:
+    """The cached scorer folder for these settings, trained first if missing."""
+    cfg = TrainConfig(arch=clip.arch, steps=clip.train_steps)
+    out = CACHE / cfg.name()
+    if (out / "scorer.json").is_file():
+        return out
+    log.info("training the synthetic CLIP scorer (%d steps, cached in %s)", cfg.steps, out)
+    return train(cfg, out)
+
+
+def _pair(args: tuple[int, int, str, int, float]) -> tuple[np.ndarray, str, str]:
+    from data_prep.synthetic.render import render
+    from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
+
+    index, seed, split, size, mismatch = args
+    noise = NoiseRates(mismatch, *[0.0] * 7)
+    plan = plan_sample(WorldConfig(num_samples=index + 1, seed=seed, split=split, noise=noise), index)
+    return np.asarray(render(plan.scene).resize((size, size), 3)), plan.caption, plan.scene.background
+
+
+def _pairs(count: int, seed: int, split: str, size: int, mismatch: float) -> list:
+    with Pool(min(2, os.cpu_count() or 1)) as pool:
+        return pool.map(_pair, [(i, seed, split, size, mismatch) for i in range(count)], chunksize=64)
+
+
+def train(cfg: TrainConfig, out: Path) -> Path:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline.config import CONFIG_ROOT
+
+    open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+    start = time.perf_counter()
+    rows = _pairs(cfg.pairs, cfg.world_seed, "train", cfg.image_size, 0.0)
+    images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
+    tokenizer = open_clip.get_tokenizer(cfg.arch)
+    texts = tokenizer([r[1] for r in rows])
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r[2], []).append(i)
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    model = open_clip.create_model(cfg.arch, force_image_size=cfg.image_size)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
+    )  # fmt: skip
+    loss_fn = open_clip.ClipLoss()
+    model.train()
+    data_seconds = time.perf_counter() - start
+    for step in range(cfg.steps):
+        for group in opt.param_groups:  # linear warm-up, cosine decay
+            group["lr"] = (
+                cfg.lr * min(1, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            )
+        group_keys = rng.choice(sorted(groups))
+        idx = rng.sample(groups[group_keys], min(cfg.batch_size, len(groups[group_keys])))
+        image_features, text_features, scale = model((images[idx].float() / 255 - mean) / std, texts[idx])[:3]
+        loss = loss_fn(image_features, text_features, scale)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if step % 20 == 0 or step == cfg.steps - 1:
+            log.info("clip scorer step %d/%d loss %.3f", step + 1, cfg.steps, loss.item())
+    train_seconds = time.perf_counter() - start - data_seconds
+    model.eval()
+    calibration = calibrate(model, tokenizer, cfg, mean, std)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    info = {
+        "arch": cfg.arch,
+        "weights": "model.safetensors",
+        "image_size": cfg.image_size,
+        "threshold": calibration.pop("threshold"),
+        "calibration": calibration,
+        "train": {
+            **asdict(cfg),
+            "data_seconds": round(data_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+        },
+    }
+    tmp = out / "scorer.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(out / "scorer.json")  # written last: a folder with scorer.json is complete
+    log.info("clip scorer ready in %.0f s: %s", time.perf_counter() - start, json.dumps(info["calibration"]))
+    return out
+
+
+def calibrate(model, tokenizer, cfg: TrainConfig, mean, std) -> dict:
+    """Pick the threshold with the best F1 at ``prevalence`` on held-out clean vs mismatched pairs."""
+    import torch
+
+    def scores(mismatch: float) -> np.ndarray:
+        rows = _pairs(cfg.heldout, 99, "heldout", cfg.image_size, mismatch)
+        pixels = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            image = model.encode_image((pixels - mean) / std, normalize=True)
+            text = model.encode_text(tokenizer([r[1] for r in rows]), normalize=True)
+        return (image * text).sum(-1).numpy()
+
+    return best_threshold(scores(0.0), scores(1.0), cfg.prevalence)
+
+
+def best_threshold(clean: np.ndarray, bad: np.ndarray, prevalence: float) -> dict:
+    """Scores below the threshold are flagged. Precision is taken at ``prevalence`` (not on the balanced
+    set): P = R*p / (R*p + FPR*(1-p))."""
+    best = {"f1": -1.0}
+    for t in np.unique(np.concatenate([clean, bad])):
+        recall, fpr = float((bad < t).mean()), float((clean < t).mean())
+        precision = recall * prevalence / max(recall * prevalence + fpr * (1 - prevalence), 1e-12)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        if f1 > best["f1"]:
+            best = {
+                "f1": f1,
+                "threshold": float(t),
+                "precision": precision,
+                "recall": recall,
+                "clean_fpr": fpr,
+            }
+    fpr95 = float((clean < np.quantile(bad, 0.95)).mean())
+    return {
+        **{k: round(v, 4) for k, v in best.items()},
+        "prevalence": prevalence,
+        "clean_fpr_at_recall_0.95": round(fpr95, 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m data_prep.clip_train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--out", help="folder (default: the cache folder for these settings)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig(steps=args.steps)
+    out = train(cfg, Path(args.out) if args.out else CACHE / cfg.name())
+    print(json.loads((out / "scorer.json").read_text())["calibration"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
