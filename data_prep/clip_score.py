@@ -46,8 +46,10 @@ class ClipScorer:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
                 cfg.arch, pretrained=pretrained, image_resize_mode="squash", **kwargs
             )
-        except RuntimeError as e:  # open_clip raises RuntimeError for unknown tags and bad checkpoints
-            raise ConfigError(f"key 'filters.clip.pretrained': {e}") from None
+        except (RuntimeError, AssertionError, KeyError) as e:  # unknown tag, or weights of another arch
+            raise ConfigError(
+                f"key 'filters.clip.pretrained': cannot load {pretrained!r} into arch {cfg.arch!r}: {e!r}"
+            ) from None
         self.model = model.to(self.device).eval()
         self.tokenizer = open_clip.get_tokenizer(cfg.arch)
 

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import random
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -107,6 +108,7 @@ def filter_part(batch: dict, cfg: PrepConfig) -> dict:
         start = time.perf_counter()
         spec = json.loads(spec)
         s = new_stats(spec["part"])
+        s["worker"] = f"{socket.gethostname()}:{os.getpid()}"
         survivors = list(_filter_samples(cfg, spec, set(json.loads(dups)), s))
         s["seconds"]["filter"] = time.perf_counter() - start
         specs.append(json.dumps(spec))
@@ -269,7 +271,8 @@ def write_part(batch: dict, cfg: PrepConfig) -> dict:
         # the loader reads a shard in file order, so the order is shuffled here (seeded: reruns agree)
         random.Random(f"{cfg.seed}:{part}").shuffle(samples)
         shard = out / "shards" / f"{part:06d}.tar"
-        tmp = shard.with_suffix(".tar.tmp")
+        # a worker of a killed run can outlive its driver for a moment: temporary names never collide
+        tmp = shard.with_suffix(f".tar.{os.getpid()}.tmp")
         with wds.TarWriter(str(tmp)) as writer:
             for sample in samples:
                 writer.write(shard_sample(sample))
@@ -285,7 +288,7 @@ def write_part(batch: dict, cfg: PrepConfig) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
     os.replace(tmp, path)
 
@@ -339,6 +342,8 @@ def run(cfg: PrepConfig) -> dict:
     deduped = time.perf_counter()
     processed = _process(cfg, todo, duplicates, scorer_dir, cpus) if todo else 0
     finished = time.perf_counter()
+    for tmp in [*(out / "shards").glob("*.tmp"), *(out / "stats").glob("*.tmp")]:
+        tmp.unlink()  # left by a run killed mid-write; its part was redone above
     summary = summarise(cfg, parts)
     summary["run"] = {
         "parts_total": len(parts),

@@ -31,3 +31,20 @@ def tokenizer(tokenizer_dir):
 def world_shards(tmp_path_factory) -> str:
     """200 image-text pairs and 20 text-only samples of the synthetic world in 9 shards (the last short)."""
     return write_shards(world_samples(200, 20), tmp_path_factory.mktemp("shards"), per_shard=25)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A randomly initialised tiny-ViT-14 open_clip checkpoint (safetensors): scores without meaning."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline.config import CONFIG_ROOT
+
+    open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-ViT-14")
+    path = tmp_path_factory.mktemp("clip") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
