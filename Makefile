@@ -14,6 +14,8 @@ PYTEST_ARGS ?= -n auto
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# img2dataset imports albumentations, which would check online for updates
+export NO_ALBUMENTATIONS_UPDATE ?= 1
 
 .PHONY: help setup test demo prep bench lint tokenizer clean
 

@@ -376,8 +376,10 @@ def _process(cfg: PrepConfig, todo: list[dict], duplicates: dict, scorer_dir: st
     if clip.enabled:
         gpus = 1 if _has_gpus() and clip.device != "cpu" else 0
         threads = max(1, cpus // (clip.workers + 1)) if not gpus else 1
+        # the memory request also keeps Ray from fusing the filter tasks into the scoring actors
         ds = ds.map_batches(
-            ClipStage, batch_size=1, concurrency=clip.workers, num_gpus=gpus, num_cpus=threads,
+            ClipStage, batch_size=1, compute=ray.data.ActorPoolStrategy(size=clip.workers),
+            num_gpus=gpus, num_cpus=threads, memory=2**30,
             fn_constructor_kwargs={"cfg": cfg, "scorer_dir": scorer_dir, "threads": threads},
         )  # fmt: skip
     ds = ds.map_batches(write_part, batch_size=1, fn_kwargs={"cfg": cfg})

@@ -1,0 +1,189 @@
+"""Sources: laion (img2dataset against a local HTTP server), wds and llava, each through the real prep job."""
+
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+from webdataset.tariterators import tarfile_samples
+
+from data_prep.config import PrepConfig
+from data_prep.download import error_kind
+from data_prep.engine import run
+from data_prep.sources import llava_messages
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config
+from pipeline.data.formats import Record, available_tasks
+from pipeline.data.loader import read_record
+
+pytestmark = pytest.mark.slow
+CAPTION = "A large {} square on a plain beige background."
+COLOURS = [(220, 30, 30), (30, 170, 50), (30, 70, 220), (245, 215, 20)]
+
+
+def _image(i: int, fmt: str = "JPEG", size=(320, 240)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, COLOURS[i % len(COLOURS)]).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """/ok/N: an image; /missing/N: 404; /slow/N: answers after the client's timeout; /corrupt/N: junk bytes."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        kind, index = self.path.strip("/").split("/")
+        if kind == "missing":
+            self.send_error(404)
+            return
+        if kind == "slow":
+            time.sleep(3)
+        body = _image(int(index)) if kind != "corrupt" else b"\xff\xd8\xff\xe0" + b"\x00junk" * 50
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up on a slow answer
+            pass
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture
+def image_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_laion_preset_downloads_with_img2dataset_and_counts_every_failure(tmp_path, image_server, tiny_clip):
+    kinds = ["ok"] * 12 + ["missing"] * 3 + ["slow"] * 2 + ["corrupt"] * 2
+    urls = [f"{image_server}/{kind}/{i}" for i, kind in enumerate(kinds)]
+    captions = [f"{CAPTION.format('red')} Photo {i}." for i in range(len(kinds))]
+    pq.write_table(pa.table({"URL": urls, "TEXT": captions}), tmp_path / "pairs.parquet")
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "laion.yaml", [
+        f"input={tmp_path / 'pairs.parquet'}", f"output_dir={tmp_path / 'out'}", "samples_per_shard=8",
+        "download.timeout=1", "download.processes=1", "download.threads=8",
+        "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tiny_clip}", "filters.clip.threshold=-1.0",
+    ])  # fmt: skip
+    summary = run(cfg)
+    assert summary["input"] == len(kinds)
+    assert summary["errors"] == {"http_404": 3, "timeout": 2}
+    assert summary["dropped"] == {"decode_error": 2}
+    assert summary["kept"] == 12
+    kept = [json.loads(s["json"]) for url in summary["shards"] for s in tarfile_samples([{"url": url}])]
+    assert sorted(m["source_id"] for m in kept) == sorted(u for u in urls if "/ok/" in u)
+    assert len(summary["shards"]) == 3  # 19 rows in img2dataset shards of 8
+
+
+def test_error_kinds_from_img2dataset_messages():
+    assert error_kind("HTTP Error 404: Not Found") == "http_404"
+    assert error_kind("<urlopen error timed out>") == "timeout"
+    assert error_kind("The read operation timed out") == "timeout"
+    assert error_kind("<urlopen error [Errno 111] Connection refused>") == "connection_error"
+    assert error_kind("something else") == "download_error"
+
+
+def test_laion_input_without_the_url_column_names_the_key(tmp_path):
+    pq.write_table(pa.table({"url": ["http://x/1"], "TEXT": ["a"]}), tmp_path / "p.parquet")
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "laion.yaml",
+                      [f"input={tmp_path / 'p.parquet'}", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    with pytest.raises(ValueError, match="download.url_col"):
+        run(cfg)
+
+
+def test_wds_source_keeps_task_metadata_and_text_only_samples(tmp_path, world_shards, tiny_clip):
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
+        f"input={world_shards}", f"output_dir={tmp_path / 'out'}",
+        "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tiny_clip}", "filters.clip.threshold=-1.0",
+    ])  # fmt: skip
+    summary = run(cfg)
+    assert summary["input"] == 220 and summary["errors"] == {}
+    assert len(summary["shards"]) == 9  # one output shard per input shard
+    out = [s for url in summary["shards"] for s in tarfile_samples([{"url": url}])]
+    records = [read_record(s)[0] for s in out]
+    assert sum(not r.has_image for r in records) > 0
+    assert any("grounded_caption" in available_tasks(r) for r in records)
+    assert summary["input"] == summary["kept"] + sum(summary["dropped"].values())
+
+
+def test_wds_source_counts_a_truncated_shard(tmp_path):
+    good = tmp_path / "good.tar"
+    with wds.TarWriter(str(good)) as w:
+        for i in range(6):
+            w.write({"__key__": f"s{i}", "jpg": _image(i), "txt": f"{CAPTION.format('red')} Number {i}."})
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(
+        good.read_bytes()[: good.stat().st_size // 2 + 700]
+    )  # cut inside the 4th sample's .txt
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
+        f"input={tmp_path}/{{good,broken}}.tar", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
+        "filters.dedup.enabled=false",  # the broken shard repeats the good one
+    ])  # fmt: skip
+    summary = run(cfg)
+    # the cut sample lacks its caption; the unreadable rest of the shard is one error (it cannot be counted)
+    assert summary["errors"] == {"missing_caption": 1, "shard_error": 1}
+    assert summary["kept"] == 6 + 3 and summary["input"] == 9 + 2
+    assert any("broken.tar" in e for e in summary["error_examples"])
+
+
+def test_llava_messages_place_the_image():
+    messages = llava_messages([
+        {"from": "human", "value": "<image>\nWhat is in the picture?"},
+        {"from": "gpt", "value": "A red square."},
+    ])  # fmt: skip
+    assert messages == [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]},
+        {"role": "assistant", "content": "A red square."},
+    ]
+    with pytest.raises(ValueError):
+        llava_messages([{"from": "robot", "value": "hi"}])
+
+
+def test_llava_source_becomes_chatml_samples(tmp_path):
+    images = tmp_path / "images"
+    (images / "coco").mkdir(parents=True)
+    (images / "coco" / "a.jpg").write_bytes(_image(0))
+    entries = [
+        {"id": "a", "image": "coco/a.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image."},
+            {"from": "gpt", "value": "A large red square on a plain beige background."}]},
+        {"id": "gone", "image": "coco/missing.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Something red."}]},
+        {"id": "escape", "image": "../../etc/passwd", "conversations": [
+            {"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hello there."}]},
+        {"id": "text", "conversations": [
+            {"from": "human", "value": "What is two plus two?"}, {"from": "gpt", "value": "Two plus two is four."}]},
+        {"id": "broken", "conversations": [{"from": "alien", "value": "?"}]},
+    ]  # fmt: skip
+    (tmp_path / "llava.json").write_text(json.dumps(entries))
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "llava.yaml", [
+        f"input={tmp_path / 'llava.json'}", f"image_root={images}", f"output_dir={tmp_path / 'out'}",
+    ])  # fmt: skip
+    summary = run(cfg)
+    assert summary["errors"] == {"missing_file": 1, "bad_metadata": 2}  # missing image; path escape; bad role
+    assert summary["kept"] == 2
+    out = {
+        json.loads(s["json"])["source_id"]: s
+        for url in summary["shards"]
+        for s in tarfile_samples([{"url": url}])
+    }
+    record, ext = read_record(out["a"])
+    assert ext == "jpg" and available_tasks(record) == ["caption", "chatml"]
+    text_record, _ = read_record(out["text"])
+    assert available_tasks(text_record) == ["chatml"]
+    assert isinstance(text_record, Record)
+
+
+def test_source_without_input_is_a_config_error():
+    with pytest.raises(ConfigError, match="key 'input'"):
+        load_config(PrepConfig, None, ["source=folder"])
