@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["tiny_step", "world", "loader"]
+BENCHMARKS = ["tiny_step", "world", "loader", "prep"]
 OUT = Path("runs/bench")
 
 

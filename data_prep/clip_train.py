@@ -12,6 +12,7 @@ Everything is seeded and the step count is fixed, so the same settings give the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,7 +38,8 @@ class TrainConfig:
     arch: str = "tiny-ViT-14"
     steps: int = 240
     pairs: int = 5000
-    image_size: int = 112
+    image_size: int = 140  # 10 x 10 patches: the small objects get more than one patch
+    hard_negatives: bool = True  # per image, its caption with shapes or colours swapped
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
@@ -61,14 +63,36 @@ def ensure_scorer(clip: ClipFilter) -> Path:
     return train(cfg, out)
 
 
-def _pair(args: tuple[int, int, str, int, float]) -> tuple[np.ndarray, str, str]:
+def _pair(args: tuple[int, int, str, int, float]) -> tuple[np.ndarray, str, str, str]:
     from data_prep.synthetic.render import render
     from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
 
     index, seed, split, size, mismatch = args
     noise = NoiseRates(mismatch, *[0.0] * 7)
     plan = plan_sample(WorldConfig(num_samples=index + 1, seed=seed, split=split, noise=noise), index)
-    return np.asarray(render(plan.scene).resize((size, size), 3)), plan.caption, plan.scene.background
+    image = np.asarray(render(plan.scene).resize((size, size), 3))
+    return image, plan.caption, plan.scene.background, _swapped_caption(plan, random.Random(index))
+
+
+def _swapped_caption(plan, rng: random.Random) -> str:
+    """The caption of the same scene with every object's shape (or every colour) replaced: it differs from
+    the true caption only in what binds colours to shapes, which in-batch negatives rarely test."""
+    from data_prep.synthetic import text as T
+    from data_prep.synthetic.scene import COLOURS, LOW_CONTRAST, SHAPES
+
+    scene = plan.scene
+    swap_shape = rng.random() < 0.5
+    objects = []
+    for o in scene.objects:
+        if swap_shape:
+            o = dataclasses.replace(o, shape=rng.choice([s for s in SHAPES if s != o.shape]))
+        else:
+            colours = [c for c in COLOURS if c != o.colour and (c, scene.background) not in LOW_CONTRAST]
+            o = dataclasses.replace(o, colour=rng.choice(colours))
+        objects.append(o)
+    other = dataclasses.replace(scene, objects=objects)
+    caption = T.caption_zh if plan.lang == "zh" else T.caption_en
+    return caption(other, rng)
 
 
 def _pairs(count: int, seed: int, split: str, size: int, mismatch: float) -> list:
@@ -79,6 +103,7 @@ def _pairs(count: int, seed: int, split: str, size: int, mismatch: float) -> lis
 def train(cfg: TrainConfig, out: Path) -> Path:
     import open_clip
     import torch
+    import torch.nn.functional as F
     from safetensors.torch import save_file
 
     from pipeline.config import CONFIG_ROOT
@@ -89,6 +114,7 @@ def train(cfg: TrainConfig, out: Path) -> Path:
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
     tokenizer = open_clip.get_tokenizer(cfg.arch)
     texts = tokenizer([r[1] for r in rows])
+    swapped = tokenizer([r[3] for r in rows])
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(r[2], []).append(i)
@@ -113,8 +139,16 @@ def train(cfg: TrainConfig, out: Path) -> Path:
             )
         group_keys = rng.choice(sorted(groups))
         idx = rng.sample(groups[group_keys], min(cfg.batch_size, len(groups[group_keys])))
-        image_features, text_features, scale = model((images[idx].float() / 255 - mean) / std, texts[idx])[:3]
-        loss = loss_fn(image_features, text_features, scale)
+        pixels = (images[idx].float() / 255 - mean) / std
+        if cfg.hard_negatives:  # image -> text over the batch's captions and their swapped versions
+            image_features = model.encode_image(pixels, normalize=True)
+            text_features = model.encode_text(torch.cat([texts[idx], swapped[idx]]), normalize=True)
+            logits = model.logit_scale.exp() * image_features @ text_features.T
+            labels = torch.arange(len(idx))
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(idx)].T, labels)) / 2
+        else:
+            image_features, text_features, scale = model(pixels, texts[idx])[:3]
+            loss = loss_fn(image_features, text_features, scale)
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -375,7 +375,7 @@ def _process(cfg: PrepConfig, todo: list[dict], duplicates: dict, scorer_dir: st
     clip = cfg.filters.clip
     if clip.enabled:
         gpus = 1 if _has_gpus() and clip.device != "cpu" else 0
-        threads = max(1, cpus // (clip.workers + 1)) if not gpus else 1
+        threads = 1 if gpus else clip_threads(cpus, clip.workers)
         # the memory request also keeps Ray from fusing the filter tasks into the scoring actors
         ds = ds.map_batches(
             ClipStage, batch_size=1, compute=ray.data.ActorPoolStrategy(size=clip.workers),
@@ -397,6 +397,11 @@ def _process(cfg: PrepConfig, todo: list[dict], duplicates: dict, scorer_dir: st
                 log.info("prep: %d/%d shards, %d samples, %.0f samples/s, kept %.1f%%",
                          bar.n, len(todo), processed, rate, 100 * kept / max(processed, 1))  # fmt: skip
     return processed
+
+
+def clip_threads(cpus: int, workers: int) -> int:
+    """Torch threads per scoring actor on CPUs: the actors share the machine with the filter tasks."""
+    return max(1, cpus // (workers + 1))
 
 
 def _has_gpus() -> bool:

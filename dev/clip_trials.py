@@ -6,7 +6,9 @@ synthetic pairs for a time budget, then scores held-out clean and mismatched pai
 """
 
 import argparse
+import dataclasses
 import math
+import os
 import random
 import time
 from multiprocessing import Pool
@@ -14,25 +16,47 @@ from multiprocessing import Pool
 import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 
+from data_prep.synthetic import text as T
 from data_prep.synthetic.render import render
+from data_prep.synthetic.scene import COLOURS, LOW_CONTRAST, SHAPES
 from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
 from pipeline.config import CONFIG_ROOT
 
 open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
-ARCH, SIZE, PAIRS = "tiny-ViT-14", 112, 5000
+ARCH, SIZE, PAIRS, HARD = "tiny-ViT-14", int(os.environ.get("CLIP_SIZE", 112)), 5000, 2
+
+
+def _swap_objects(scene, rng: random.Random):
+    """The same scene (background, sizes, places, words) with other (colour, shape) objects."""
+    own = {(o.colour, o.shape) for o in scene.objects}
+    colours = [c for c in COLOURS if (c, scene.background) not in LOW_CONTRAST]
+    pool = [(c, s) for c in colours for s in SHAPES if (c, s) not in own]
+    picks = rng.sample(pool, len(scene.objects))
+    objects = [
+        dataclasses.replace(o, colour=c, shape=s) for o, (c, s) in zip(scene.objects, picks, strict=True)
+    ]
+    return dataclasses.replace(scene, objects=objects)
 
 
 def _train_pair(index: int):
     plan = plan_sample(WorldConfig(num_samples=PAIRS, seed=12345, noise=NoiseRates(*[0.0] * 8)), index)
-    return np.asarray(render(plan.scene).resize((SIZE, SIZE), 3)), plan.caption, plan.scene.background
+    rng = random.Random(index)
+    hard = [_swap_objects(plan.scene, rng) for _ in range(HARD)]
+    caption = T.caption_zh if plan.lang == "zh" else T.caption_en
+    negatives = [caption(s, rng) for s in hard]
+    image = np.asarray(render(plan.scene).resize((SIZE, SIZE), 3))
+    return image, plan.caption, plan.scene.background, negatives
 
 
 def train(args) -> None:
     with Pool(2) as pool:
         rows = pool.map(_train_pair, range(PAIRS), chunksize=64)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
-    texts = open_clip.get_tokenizer(ARCH)([r[1] for r in rows])
+    tokenizer = open_clip.get_tokenizer(ARCH)
+    texts = tokenizer([r[1] for r in rows])
+    hard = torch.stack([tokenizer(r[3]) for r in rows])  # PAIRS x HARD x context
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(r[2], []).append(i)
@@ -54,8 +78,17 @@ def train(args) -> None:
             idx = rng.sample(groups[rng.choice(list(groups))], args.batch)
         else:
             idx = rng.sample(range(PAIRS), args.batch)
-        out = model((images[idx].float() / 255 - mean) / std, texts[idx])
-        loss = loss_fn(*out[:3])
+        if args.hard:  # image -> text over the batch's captions plus each image's object-swapped captions
+            image = model.encode_image((images[idx].float() / 255 - mean) / std, normalize=True)
+            text = model.encode_text(
+                torch.cat([texts[idx], hard[idx, : args.hard].flatten(0, 1)]), normalize=True
+            )
+            logits = model.logit_scale.exp() * image @ text.T
+            labels = torch.arange(len(idx))
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(idx)].T, labels)) / 2
+        else:
+            out = model((images[idx].float() / 255 - mean) / std, texts[idx])
+            loss = loss_fn(*out[:3])
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -104,6 +137,7 @@ if __name__ == "__main__":
     t.add_argument(
         "--grouped", type=float, default=1.0, help="share of batches drawn from one background colour"
     )
+    t.add_argument("--hard", type=int, default=0, help="object-swapped negative captions per image (<= 2)")
     t.add_argument("--out", required=True)
     e = sub.add_parser("eval")
     e.add_argument("checkpoint")

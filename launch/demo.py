@@ -9,21 +9,21 @@ import sys
 from pathlib import Path
 
 NOT_BUILT = [
-    "data prep filters and webdataset shards (make prep)",
     "the three DeepSpeed stages (launch/stage1.py, stage2.py, stage3.py)",
     "evaluation and the chained demo",
 ]
 
 
 def main() -> int:
-    out = Path("data/demo/raw")
-    subprocess.run(
-        [sys.executable, "-m", "data_prep.synthetic", "--out", str(out), "--num-samples", "200", "--quiet"],
-        check=True,
-    )
+    out = Path("data/demo")
+    # a small world; the CLIP filter is off here because its scorer trains for minutes (`make prep` trains it)
+    prep = ["--config", "configs/data/synthetic.yaml", f"output_dir={out}", "num_samples=300",
+            "samples_per_shard=100", "filters.clip.enabled=false"]  # fmt: skip
+    subprocess.run([sys.executable, "-m", "data_prep", *prep], check=True)
     tok = json.loads(Path(".cache/tokenizer/build_info.json").read_text())
     print(
-        f"\nbuilt: synthetic world sample in {out}, offline tokenizer in .cache/tokenizer ({tok['vocab_size']} tokens)"
+        f"\nbuilt: cleaned synthetic shards in {out}/shards (plots in {out}/plots), "
+        f"offline tokenizer in .cache/tokenizer ({tok['vocab_size']} tokens)"
     )
     print("demo is NOT complete - not built yet:")
     for item in NOT_BUILT:

@@ -1,25 +1,31 @@
-import json
+from data_prep.__main__ import main, report
+from pipeline.config import CONFIG_ROOT
 
-from data_prep.__main__ import main
-from data_prep.config import PrepConfig
-from pipeline.config import CONFIG_ROOT, load_config
-
-
-def test_prep_writes_the_raw_world_and_its_resolved_config(tmp_path, capsys):
-    out = tmp_path / "prep"
-    assert (
-        main(
-            ["--config", str(CONFIG_ROOT / "data" / "synthetic.yaml"), f"output_dir={out}", "num_samples=20"]
-        )
-        == 0
-    )
-    assert load_config(PrepConfig, out / "config.yaml") == PrepConfig(output_dir=str(out), num_samples=20)
-    assert json.loads((out / "raw" / "world.json").read_text())["num_pairs"] == 20
-    assert "no shards written" in capsys.readouterr().out  # says plainly what is not built
+SYNTHETIC = str(CONFIG_ROOT / "data" / "synthetic.yaml")
 
 
 def test_prep_rejects_a_bad_key_by_name(capsys):
-    assert main(["--config", str(CONFIG_ROOT / "data" / "synthetic.yaml"), "num_sample=5"]) == 2
+    assert main(["--config", SYNTHETIC, "num_sample=5"]) == 2
     assert "num_sample" in capsys.readouterr().err
-    assert main(["--config", str(CONFIG_ROOT / "data" / "synthetic.yaml"), "source=laion"]) == 2
+    assert main(["--config", SYNTHETIC, "source=bogus"]) == 2
     assert "key 'source'" in capsys.readouterr().err
+    assert main(["--config", str(CONFIG_ROOT / "data" / "folder.yaml"), "filters.clip.device=tpu"]) == 2
+    assert "filters.clip.device" in capsys.readouterr().err
+
+
+def test_prep_names_a_missing_input(tmp_path, capsys):
+    folder = str(CONFIG_ROOT / "data" / "folder.yaml")
+    assert main(["--config", folder, f"input={tmp_path / 'nope'}", f"output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "key 'input'" in err and "nope" in err
+
+
+def test_report_lists_counts_and_quality():
+    summary = {
+        "input": 10, "kept": 7, "kept_rate": 0.7, "dropped": {"too_small": 2}, "errors": {"http_404": 1},
+        "quality": {"small": {"precision": 1.0, "recall": 0.5, "samples": 4}},
+        "shard_pattern": "x/{000000..000001}.tar", "samples_per_s": 12.0,
+    }  # fmt: skip
+    text = report(summary)
+    assert "10 in -> 7 kept (70.0%)" in text and '"too_small": 2' in text and '"http_404": 1' in text
+    assert "precision 1.0 recall 0.5" in text

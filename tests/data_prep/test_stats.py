@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from data_prep.clip_train import best_threshold
+from data_prep.stats import HISTOGRAMS, add_hist, balance, funnel, merge, new_stats, quality
+
+
+def _part(part: int, noise: dict, dropped: dict, kept: int, errors: dict | None = None) -> dict:
+    s = new_stats(part)
+    s["noise"], s["dropped"], s["kept"], s["errors"] = noise, dropped, kept, errors or {}
+    s["input"] = kept + sum(dropped.values()) + sum((errors or {}).values())
+    return s
+
+
+def test_quality_is_precision_and_recall_of_the_filter_meant_for_each_noise():
+    a = _part(0, {"small": {"too_small": 8, "kept": 2}, "clean": {"kept": 80, "too_small": 2}},
+              {"too_small": 10}, kept=82)  # fmt: skip
+    b = _part(1, {"mismatch": {"clip_score": 9, "language": 1}, "clean": {"clip_score": 1, "kept": 9}},
+              {"clip_score": 10, "language": 1}, kept=9, errors={"http_404": 3})  # fmt: skip
+    merged = merge([a, b])
+    q = quality(merged)
+    assert q["small"]["recall"] == 0.8 and q["small"]["precision"] == 0.8  # 8 of 10 small, 8 of 10 drops
+    assert q["mismatch"]["recall"] == 0.9 and q["mismatch"]["precision"] == 0.9
+    assert "language" in q and q["language"]["recall"] is None and q["language"]["precision"] == 0.0
+    assert balance(merged) == 0 and merged["input"] == 92 + 23
+    rows = funnel(merged, ("size", "language", "clip"))
+    assert [r["left"] for r in rows] == [112, 102, 101, 91] and merged["kept"] == 91
+
+
+def test_balance_sees_a_lost_sample():
+    s = _part(0, {}, {"too_small": 1}, kept=3)
+    s["input"] += 1
+    assert balance(s) == 1
+
+
+def test_histogram_bins_clip_out_of_range_values_to_the_ends():
+    s = new_stats(0)
+    for v in (-5.0, 0.0, 0.999, 7.0):
+        add_hist(s, "clip_score", v)
+    counts = np.asarray(s["histograms"]["clip_score"])
+    assert counts[0] == 1 and counts[-1] == 2 and counts[HISTOGRAMS["clip_score"].index(0.0)] == 1
+
+
+def test_best_threshold_reports_precision_at_the_given_prevalence():
+    rng = np.random.default_rng(0)
+    clean, bad = rng.normal(0.6, 0.05, 2000), rng.normal(0.3, 0.05, 2000)
+    result = best_threshold(clean, bad, prevalence=0.05)
+    assert 0.35 < result["threshold"] < 0.5
+    assert result["precision"] > 0.9 and result["recall"] > 0.9
+    overlapping = best_threshold(clean, rng.normal(0.55, 0.05, 2000), prevalence=0.05)
+    assert overlapping["f1"] < 0.5  # balanced-set numbers would look far better
+
+
+@pytest.mark.parametrize("name", sorted(HISTOGRAMS))
+def test_bins_are_ordered(name):
+    edges = HISTOGRAMS[name].edges()
+    assert (np.diff(edges) > 0).all() and len(edges) == HISTOGRAMS[name].count + 1
