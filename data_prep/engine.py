@@ -139,15 +139,14 @@ def _filter_samples(cfg: PrepConfig, spec: dict, duplicates: set[str], s: dict) 
         # 2-4. decode, size, aspect
         if has_image:
             try:
-                image = Image.open(io.BytesIO(sample["image"]))
-                image.load()
+                image = F.decode(sample["image"])
             except Exception as e:  # PIL raises many kinds; each means the bytes are not a usable image
                 if f.decode.enabled:
                     drop(s, sample, "decode_error")
                 else:
                     add_error(s, {"error": "undecodable", "detail": f"{sample['source_id']}: {e}"})
                 continue
-            info = F.ImageInfo(image.width, image.height, image.format or "")
+            info = F.image_info(image)
             add_hist(s, "log2_aspect", float(np.log2(info.width / info.height)))
             add_hist(s, "short_side", min(info.width, info.height))
             add_hist(s, "long_side", max(info.width, info.height))

@@ -56,11 +56,19 @@ class ImageInfo:
     format: str
 
 
-def probe_image(data: bytes) -> ImageInfo:
+def decode(data: bytes) -> Image.Image:
     """Decode fully (a truncated file fails here, not in training); raises on bytes that are not an image."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return ImageInfo(image.width, image.height, image.format or "")
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def image_info(image: Image.Image) -> ImageInfo:
+    return ImageInfo(image.width, image.height, image.format or "")
+
+
+def probe_image(data: bytes) -> ImageInfo:
+    return image_info(decode(data))
 
 
 def size_reason(info: ImageInfo, min_side: int) -> str | None:
