@@ -36,10 +36,10 @@ VERSION = "clip-scorer-v1"  # bump when training changes
 @dataclass
 class TrainConfig:
     arch: str = "tiny-ViT-14"
-    steps: int = 240
+    steps: int = 700
     pairs: int = 5000
-    image_size: int = 140  # 10 x 10 patches: the small objects get more than one patch
-    hard_negatives: bool = True  # per image, its caption with shapes or colours swapped
+    image_size: int = 112
+    hard_negatives: bool = False  # per image, its caption with shapes or colours swapped (dev/LOG.md)
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
