@@ -226,17 +226,16 @@ class ClipStage:
             start = time.perf_counter()
             images = [x for x in samples if x["image"] is not None]
             scores = self.scorer.score([x["image"] for x in images], [x["caption"] for x in images])
+            threshold = self.scorer.threshold
             for x, score in zip(images, scores, strict=True):
                 x["clip_score"] = round(float(score), 4)
                 add_hist(s, "clip_score", float(score))
-            survivors = [x for x in samples if x["image"] is None or x["clip_score"] >= self.scorer.threshold]
-            for x in samples:
-                if x["image"] is not None and x["clip_score"] < self.scorer.threshold:
+                if x["clip_score"] < threshold:
                     drop(s, x, "clip_score")
-            samples[:] = survivors
+            samples = [x for x in samples if x["image"] is None or x["clip_score"] >= threshold]
             s["seconds"]["clip"] = time.perf_counter() - start
             s["clip_scored"] = len(images)
-            s["clip_threshold"] = self.scorer.threshold
+            s["clip_threshold"] = threshold
             payloads.append((samples, s))
         return {"spec": batch["spec"], "payload": _pack(*zip(*payloads, strict=True))}
 
@@ -248,7 +247,7 @@ def shard_sample(sample: dict) -> dict:
     if sample["image"] is not None:
         out["original_width"], out["original_height"] = sample["original_size"]
         out["clip_score"] = sample.get("clip_score")
-        out["tasks"] = {k: v for k, v in (meta.get("tasks") or {}).items()}
+        out["tasks"] = meta.get("tasks") or {}
     else:
         out.update({k: meta[k] for k in ("text", "messages") if k in meta})
     record = {"__key__": sample["key"], "json": json.dumps(out, ensure_ascii=False).encode("utf-8")}
