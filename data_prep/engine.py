@@ -139,14 +139,13 @@ def _filter_samples(cfg: PrepConfig, spec: dict, duplicates: set[str], s: dict) 
         # 2-4. decode, size, aspect
         if has_image:
             try:
-                image = F.decode(sample["image"])
+                image, info = F.decode(sample["image"], cfg.max_side)
             except Exception as e:  # PIL raises many kinds; each means the bytes are not a usable image
                 if f.decode.enabled:
                     drop(s, sample, "decode_error")
                 else:
                     add_error(s, {"error": "undecodable", "detail": f"{sample['source_id']}: {e}"})
                 continue
-            info = F.image_info(image)
             add_hist(s, "log2_aspect", float(np.log2(info.width / info.height)))
             add_hist(s, "short_side", min(info.width, info.height))
             add_hist(s, "long_side", max(info.width, info.height))
@@ -174,7 +173,7 @@ def _filter_samples(cfg: PrepConfig, spec: dict, duplicates: set[str], s: dict) 
         sample["lang"] = lang
         if has_image:
             sample["original_size"] = [info.width, info.height]
-            sample["image"], sample["ext"] = _fit(sample["image"], image, cfg.max_side, cfg.jpeg_quality)
+            sample["image"], sample["ext"] = _fit(sample["image"], image, info, cfg.max_side, cfg.jpeg_quality)
         yield sample
 
 
@@ -191,14 +190,14 @@ def _count_cleaning(s: dict, sample: dict, raw: str, cleaned: str) -> None:
 _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
-def _fit(data: bytes, image: Image.Image, max_side: int, quality: int) -> tuple[bytes, str]:
+def _fit(data: bytes, image: Image.Image, info: F.ImageInfo, max_side: int, quality: int) -> tuple[bytes, str]:
     """Keep the bytes when the image fits and is jpg/png/webp; otherwise resize (longer side <= max_side)
-    and re-encode as JPEG."""
-    ext = _FORMATS.get(image.format or "")
-    if max(image.size) <= max_side and ext is not None:
+    and re-encode as JPEG. ``image`` may be decoded at a reduced scale already (``F.decode``)."""
+    ext = _FORMATS.get(info.format)
+    if max(info.width, info.height) <= max_side and ext is not None:
         return data, ext
-    scale = min(1.0, max_side / max(image.size))
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    scale = min(1.0, max_side / max(info.width, info.height))
+    size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
     rgb = image.convert("RGB")
     if rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)

@@ -52,6 +52,12 @@ t = np.quantile(bad, 0.95)
 print("t95", t, "FPR en", (good[~zh] < t).mean(), "FPR zh", (good[zh] < t).mean())
 for i in np.argsort(good)[:5]:
     print(f"LOW CLEAN {good[i]:.3f}", plan_sample(cfg0, i).caption[:150])
-for i in np.argsort(-bad)[:5]:
+for i in np.argsort(-bad)[: int(sys.argv[2]) if len(sys.argv) > 2 else 5]:
     p = plan_sample(cfg1, i)
     print(f"HIGH BAD {bad[i]:.3f}", "| true:", p.clean_caption[:100], "| given:", p.caption[:100])
+# mismatches whose caption names the image's background (English captions: the colour word appears)
+same = np.array([p.lang == "en" and f" {p.scene.background} background" in p.caption
+                 for p in (plan_sample(cfg1, i) for i in range(600))])  # fmt: skip
+en_bad = np.array([plan_sample(cfg1, i).lang == "en" for i in range(600)])
+print(f"English mismatches naming the image's background: {same.sum()} of {en_bad.sum()}; "
+      f"share of them above t95: {(bad[same] >= t).mean():.2f}, of the others: {(bad[en_bad & ~same] >= t).mean():.2f}")

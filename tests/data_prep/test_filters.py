@@ -8,6 +8,7 @@ from data_prep.filters import (
     aspect_reason,
     charset_reason,
     clean_text,
+    decode,
     dedup_key,
     language_reason,
     probe_image,
@@ -71,6 +72,20 @@ def test_image_rules():
     for broken in (data[: len(data) // 2], b"not an image", b""):
         with pytest.raises(Exception):  # noqa: B017 - PIL raises several kinds; the engine counts them all
             probe_image(broken)
+
+
+def test_decode_reduces_large_jpegs_but_reports_the_original():
+    buf = io.BytesIO()
+    gradient = Image.linear_gradient("L").resize((2000, 1000)).convert("RGB")
+    gradient.save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    image, info = decode(data, max_side=512)
+    assert (info.width, info.height, info.format) == (2000, 1000, "JPEG")
+    assert image.size == (1000, 500)  # 1/2 DCT scale: 1/4 would fall below 512
+    assert decode(data)[0].size == (2000, 1000)
+    assert decode(_png(2000, 1000), max_side=512)[0].size == (2000, 1000)  # only JPEG has DCT scaling
+    with pytest.raises(OSError, match="truncated"):
+        decode(data[: len(data) * 2 // 3], max_side=512)
 
 
 @pytest.mark.parametrize(
