@@ -331,7 +331,8 @@ def run(cfg: PrepConfig) -> dict:
     cpus = init_ray(cfg)
     parts = plan_parts(cfg)
     planned = time.perf_counter()
-    scorer_dir = _scorer_dir(cfg)
+    scorer_dir = _scorer_dir(cfg)  # trains the synthetic scorer on first use
+    scorer_ready = time.perf_counter()
     done = {p["part"] for p in parts if (out / "stats" / f"{p['part']:06d}.json").is_file()}
     todo = [p for p in parts if p["part"] not in done]
     log.info("%d parts: %d finished before, %d to do (%d CPUs)", len(parts), len(done), len(todo), cpus)
@@ -350,7 +351,8 @@ def run(cfg: PrepConfig) -> dict:
         "samples_per_s": round(processed / max(finished - deduped, 1e-9), 1) if todo else None,
         "seconds": {
             "plan": round(planned - start, 2),
-            "dedup": round(deduped - planned, 2),
+            "clip_scorer": round(scorer_ready - planned, 2),
+            "dedup": round(deduped - scorer_ready, 2),
             "filter_clip_write": round(finished - deduped, 2),
             "total": round(time.perf_counter() - start, 2),
         },
