@@ -31,7 +31,9 @@ def pick_device(device: str) -> str:
     return device
 
 
-def encode_text(model: torch.nn.Module, tokens: torch.Tensor, normalize: bool = True, short: int = 64) -> torch.Tensor:
+def encode_text(
+    model: torch.nn.Module, tokens: torch.Tensor, normalize: bool = True, short: int = 64
+) -> torch.Tensor:
     """``model.encode_text`` without the work on padding: rows of at most ``short`` tokens and longer rows
     run as two sub-batches, each cut to its longest row. Exact for open_clip's own text tower, which has a
     causal mask and pools at the end-of-text token; any other tower runs unchanged. Worth it because Chinese
@@ -77,7 +79,12 @@ class ClipScorer:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
                 cfg.arch, pretrained=pretrained, image_resize_mode="squash", **kwargs
             )
-        except (RuntimeError, AssertionError, KeyError, SafetensorError) as e:  # unknown tag, other arch, junk
+        except (
+            RuntimeError,
+            AssertionError,
+            KeyError,
+            SafetensorError,
+        ) as e:  # unknown tag, other arch, junk
             raise ConfigError(
                 f"key 'filters.clip.pretrained': cannot load {pretrained!r} into arch {cfg.arch!r}: {e!r}"
             ) from None

@@ -102,7 +102,9 @@ def _swapped_caption(plan, rng: random.Random) -> str:
 
 def _pairs(count: int, seed: int, split: str, size: int, mismatch: float, zh_rate: float = 0.23) -> list:
     with Pool(min(2, os.cpu_count() or 1)) as pool:
-        return pool.map(_pair, [(i, seed, split, size, mismatch, zh_rate) for i in range(count)], chunksize=64)
+        return pool.map(
+            _pair, [(i, seed, split, size, mismatch, zh_rate) for i in range(count)], chunksize=64
+        )
 
 
 def train(cfg: TrainConfig, out: Path) -> Path:

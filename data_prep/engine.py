@@ -173,7 +173,9 @@ def _filter_samples(cfg: PrepConfig, spec: dict, duplicates: set[str], s: dict) 
         sample["lang"] = lang
         if has_image:
             sample["original_size"] = [info.width, info.height]
-            sample["image"], sample["ext"] = _fit(sample["image"], image, info, cfg.max_side, cfg.jpeg_quality)
+            sample["image"], sample["ext"] = _fit(
+                sample["image"], image, info, cfg.max_side, cfg.jpeg_quality
+            )
         yield sample
 
 
@@ -190,7 +192,9 @@ def _count_cleaning(s: dict, sample: dict, raw: str, cleaned: str) -> None:
 _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
-def _fit(data: bytes, image: Image.Image, info: F.ImageInfo, max_side: int, quality: int) -> tuple[bytes, str]:
+def _fit(
+    data: bytes, image: Image.Image, info: F.ImageInfo, max_side: int, quality: int
+) -> tuple[bytes, str]:
     """Keep the bytes when the image fits and is jpg/png/webp; otherwise resize (longer side <= max_side)
     and re-encode as JPEG. ``image`` may be decoded at a reduced scale already (``F.decode``)."""
     ext = _FORMATS.get(info.format)
@@ -199,8 +203,8 @@ def _fit(data: bytes, image: Image.Image, info: F.ImageInfo, max_side: int, qual
     scale = min(1.0, max_side / max(info.width, info.height))
     size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
     rgb = image.convert("RGB")
-    if rgb.size != size:
-        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if rgb.size != size:  # area averaging, as img2dataset's INTER_AREA: 2.3x faster than bicubic (dev/LOG.md)
+        rgb = rgb.resize(size, Image.Resampling.BOX)
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue(), "jpg"

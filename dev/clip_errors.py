@@ -59,5 +59,7 @@ for i in np.argsort(-bad)[: int(sys.argv[2]) if len(sys.argv) > 2 else 5]:
 same = np.array([p.lang == "en" and f" {p.scene.background} background" in p.caption
                  for p in (plan_sample(cfg1, i) for i in range(600))])  # fmt: skip
 en_bad = np.array([plan_sample(cfg1, i).lang == "en" for i in range(600)])
-print(f"English mismatches naming the image's background: {same.sum()} of {en_bad.sum()}; "
-      f"share of them above t95: {(bad[same] >= t).mean():.2f}, of the others: {(bad[en_bad & ~same] >= t).mean():.2f}")
+print(
+    f"English mismatches naming the image's background: {same.sum()} of {en_bad.sum()}; "
+    f"share of them above t95: {(bad[same] >= t).mean():.2f}, of the others: {(bad[en_bad & ~same] >= t).mean():.2f}"
+)
