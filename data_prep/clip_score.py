@@ -23,6 +23,8 @@ from data_prep.config import ClipFilter
 from pipeline.config import CONFIG_ROOT, ConfigError
 
 open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+# an unknown tag, weights of another arch, bytes that are not safetensors
+_LOAD_ERRORS = (RuntimeError, AssertionError, KeyError, SafetensorError)
 
 
 def pick_device(device: str) -> str:
@@ -79,12 +81,7 @@ class ClipScorer:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
                 cfg.arch, pretrained=pretrained, image_resize_mode="squash", **kwargs
             )
-        except (
-            RuntimeError,
-            AssertionError,
-            KeyError,
-            SafetensorError,
-        ) as e:  # unknown tag, other arch, junk
+        except _LOAD_ERRORS as e:
             raise ConfigError(
                 f"key 'filters.clip.pretrained': cannot load {pretrained!r} into arch {cfg.arch!r}: {e!r}"
             ) from None

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.config import ClipFilter
+from data_prep.synthetic.world import WorldConfig
 
 log = logging.getLogger("data_prep")
 CACHE = Path(os.environ.get("QWENVL_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "clip"
@@ -100,7 +101,9 @@ def _swapped_caption(plan, rng: random.Random) -> str:
     return caption(other, rng)
 
 
-def _pairs(count: int, seed: int, split: str, size: int, mismatch: float, zh_rate: float = 0.23) -> list:
+def _pairs(
+    count: int, seed: int, split: str, size: int, mismatch: float, zh_rate: float = WorldConfig.zh_rate
+) -> list:
     with Pool(min(2, os.cpu_count() or 1)) as pool:
         return pool.map(
             _pair, [(i, seed, split, size, mismatch, zh_rate) for i in range(count)], chunksize=64
