@@ -132,8 +132,6 @@ def train(cfg: TrainConfig, out: Path) -> Path:
     torch.manual_seed(0)
     rng = random.Random(0)
     model = open_clip.create_model(cfg.arch, force_image_size=cfg.image_size)
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
@@ -150,7 +148,7 @@ def train(cfg: TrainConfig, out: Path) -> Path:
             )
         pool = groups[rng.choice(sorted(groups))] if rng.random() < cfg.grouped else range(len(rows))
         idx = rng.sample(pool, min(cfg.batch_size, len(pool)))
-        pixels = (images[idx].float() / 255 - mean) / std
+        pixels = _normalise(images[idx])
         image_features = model.encode_image(pixels, normalize=True)
         if cfg.hard_negatives:  # image -> text over the batch's captions and their swapped versions
             text_features = encode_text(model, torch.cat([texts[idx], swapped[idx]]))
@@ -166,7 +164,7 @@ def train(cfg: TrainConfig, out: Path) -> Path:
             log.info("clip scorer step %d/%d loss %.3f", step + 1, cfg.steps, loss.item())
     train_seconds = time.perf_counter() - start - data_seconds
     model.eval()
-    calibration = calibrate(model, tokenizer, cfg, mean, std)
+    calibration = calibrate(model, tokenizer, cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     info = {
@@ -188,19 +186,34 @@ def train(cfg: TrainConfig, out: Path) -> Path:
     return out
 
 
-def calibrate(model, tokenizer, cfg: TrainConfig, mean, std) -> dict:
-    """Pick the threshold with the best F1 at ``prevalence`` on held-out clean vs mismatched pairs."""
+def _normalise(images):
+    """uint8 NCHW images -> the float pixels open_clip's towers expect."""
+    import open_clip
+    import torch
+
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+def pair_scores(model, tokenizer, rows: list) -> np.ndarray:
+    """CLIP scores of rows from ``_pairs``."""
     import torch
 
     from data_prep.clip_score import encode_text
 
+    images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        image = model.encode_image(_normalise(images), normalize=True)
+        text = encode_text(model, tokenizer([r[1] for r in rows]))
+    return (image * text).sum(-1).numpy()
+
+
+def calibrate(model, tokenizer, cfg: TrainConfig) -> dict:
+    """Pick the threshold with the best F1 at ``prevalence`` on held-out clean vs mismatched pairs."""
+
     def scores(mismatch: float) -> np.ndarray:
-        rows = _pairs(cfg.heldout, 99, "heldout", cfg.image_size, mismatch)
-        pixels = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            image = model.encode_image((pixels - mean) / std, normalize=True)
-            text = encode_text(model, tokenizer([r[1] for r in rows]))
-        return (image * text).sum(-1).numpy()
+        return pair_scores(model, tokenizer, _pairs(cfg.heldout, 99, "heldout", cfg.image_size, mismatch))
 
     return best_threshold(scores(0.0), scores(1.0), cfg.prevalence)
 

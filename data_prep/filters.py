@@ -72,10 +72,6 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[Image.Image, Image
     return image, info
 
 
-def probe_image(data: bytes) -> ImageInfo:
-    return decode(data)[1]
-
-
 def size_reason(info: ImageInfo, min_side: int) -> str | None:
     return "too_small" if min(info.width, info.height) < min_side else None
 

@@ -1,65 +1,62 @@
-"""dev/LOG.md: where a synthetic CLIP scorer goes wrong on the held-out split (English vs Chinese FPR at
-mismatch recall 0.95, lowest-scoring clean pairs, highest-scoring mismatches).
+"""dev/LOG.md: where a synthetic CLIP scorer goes wrong: precision/recall at 5% prevalence and on a balanced
+set, English vs Chinese FPR at mismatch recall 0.95, lowest-scoring clean pairs, highest-scoring mismatches.
 
-    PYTHONPATH=. python dev/clip_errors.py SCORER_DIR   # a folder written by python -m data_prep.clip_train
+    PYTHONPATH=. python dev/clip_errors.py SCORER_DIR [--top N] [--split train]
+
+SCORER_DIR is a folder written by ``python -m data_prep.clip_train``. ``--split train`` scores the first 600
+of the scorer's own training pairs instead of the held-out split (to tell overfitting from undertraining).
 """
 
+import argparse
 import json
-import sys
 
 import numpy as np
 import open_clip
-import torch
 
-from data_prep.clip_train import _pairs
+from data_prep.clip_train import _pairs, best_threshold, pair_scores
 from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
 from pipeline.config import CONFIG_ROOT
 
+p = argparse.ArgumentParser()
+p.add_argument("scorer_dir")
+p.add_argument("--top", type=int, default=5)
+p.add_argument("--split", choices=("heldout", "train"), default="heldout")
+args = p.parse_args()
 open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
-d = sys.argv[1]
-info = json.load(open(f"{d}/scorer.json"))
-size = info["image_size"]
+info = json.load(open(f"{args.scorer_dir}/scorer.json"))
+size, train = info["image_size"], info["train"]
 model = open_clip.create_model(
-    info["arch"], pretrained=f"{d}/model.safetensors", force_image_size=size
+    info["arch"], pretrained=f"{args.scorer_dir}/{info['weights']}", force_image_size=size
 ).eval()
 tok = open_clip.get_tokenizer(info["arch"])
-mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+n, seed = 600, (99 if args.split == "heldout" else train["world_seed"])
+zh_rate = WorldConfig.zh_rate if args.split == "heldout" else train.get("zh_rate", WorldConfig.zh_rate)
 
 
-def sc(m):
-    rows = _pairs(600, 99, "heldout", size, m)
-    px = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).float() / 255
-    with torch.no_grad():
-        s = (
-            (
-                model.encode_image((px - mean) / std, normalize=True)
-                * model.encode_text(tok([r[1] for r in rows]), normalize=True)
-            )
-            .sum(-1)
-            .numpy()
-        )
-    return s, rows
+def world(mismatch: float) -> WorldConfig:
+    noise = NoiseRates(mismatch, *[0.0] * 7)
+    return WorldConfig(num_samples=n, seed=seed, split=args.split, zh_rate=zh_rate, noise=noise)
 
 
-good, grows = sc(0.0)
-bad, brows = sc(1.0)
-cfg0 = WorldConfig(num_samples=600, seed=99, split="heldout", noise=NoiseRates(*[0.0] * 8))
-cfg1 = WorldConfig(num_samples=600, seed=99, split="heldout", noise=NoiseRates(1.0, *[0.0] * 7))
-zh = np.array([plan_sample(cfg0, i).lang == "zh" for i in range(600)])
+good = pair_scores(model, tok, _pairs(n, seed, args.split, size, 0.0, zh_rate))
+bad = pair_scores(model, tok, _pairs(n, seed, args.split, size, 1.0, zh_rate))
+print("at 5% prevalence:", best_threshold(good, bad, 0.05))
+print("balanced:", best_threshold(good, bad, 0.5))
+clean_plans = [plan_sample(world(0.0), i) for i in range(n)]
+bad_plans = [plan_sample(world(1.0), i) for i in range(n)]
+zh = np.array([q.lang == "zh" for q in clean_plans])
 print(f"clean mean en {good[~zh].mean():.3f} zh {good[zh].mean():.3f}; bad mean {bad.mean():.3f}")
 t = np.quantile(bad, 0.95)
 print("t95", t, "FPR en", (good[~zh] < t).mean(), "FPR zh", (good[zh] < t).mean())
-for i in np.argsort(good)[:5]:
-    print(f"LOW CLEAN {good[i]:.3f}", plan_sample(cfg0, i).caption[:150])
-for i in np.argsort(-bad)[: int(sys.argv[2]) if len(sys.argv) > 2 else 5]:
-    p = plan_sample(cfg1, i)
-    print(f"HIGH BAD {bad[i]:.3f}", "| true:", p.clean_caption[:100], "| given:", p.caption[:100])
-# mismatches whose caption names the image's background (English captions: the colour word appears)
-same = np.array([p.lang == "en" and f" {p.scene.background} background" in p.caption
-                 for p in (plan_sample(cfg1, i) for i in range(600))])  # fmt: skip
-en_bad = np.array([plan_sample(cfg1, i).lang == "en" for i in range(600)])
+for i in np.argsort(good)[: args.top]:
+    print(f"LOW CLEAN {good[i]:.3f}", clean_plans[i].caption[:150])
+for i in np.argsort(-bad)[: args.top]:
+    q = bad_plans[i]
+    print(f"HIGH BAD {bad[i]:.3f}", "| true:", q.clean_caption[:100], "| given:", q.caption[:100])
+# mismatches whose caption names the image's background (English captions only)
+en_bad = np.array([q.lang == "en" for q in bad_plans])
+same = en_bad & np.array([f" {q.scene.background} background" in q.caption for q in bad_plans])
 print(
-    f"English mismatches naming the image's background: {same.sum()} of {en_bad.sum()}; "
-    f"share of them above t95: {(bad[same] >= t).mean():.2f}, of the others: {(bad[en_bad & ~same] >= t).mean():.2f}"
+    f"English mismatches naming the image's background: {same.sum()} of {en_bad.sum()}; share above t95: "
+    f"{(bad[same] >= t).mean():.2f}, of the others: {(bad[en_bad & ~same] >= t).mean():.2f}"
 )

@@ -11,7 +11,6 @@ from data_prep.filters import (
     decode,
     dedup_key,
     language_reason,
-    probe_image,
     size_reason,
     text_reason,
 )
@@ -58,6 +57,10 @@ def _png(w: int, h: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (w, h), "red").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def probe_image(data: bytes):
+    return decode(data)[1]
 
 
 def test_image_rules():
