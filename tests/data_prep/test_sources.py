@@ -1,16 +1,13 @@
 """Sources: laion (img2dataset against a local HTTP server), wds and llava, each through the real prep job."""
 
-import io
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from PIL import Image
 from webdataset.tariterators import tarfile_samples
 
 from data_prep.config import PrepConfig
@@ -20,49 +17,29 @@ from data_prep.sources import llava_messages
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.data.formats import available_tasks
 from pipeline.data.loader import read_record
+from tests.conftest import REPO
+from tests.image_server import SLOW_SECONDS
+from tests.image_server import image_bytes as _image
 
 pytestmark = pytest.mark.slow
 CAPTION = "A large {} square on a plain beige background."
-COLOURS = [(220, 30, 30), (30, 170, 50), (30, 70, 220), (245, 215, 20)]
-
-
-def _image(i: int, fmt: str = "JPEG", size=(320, 240)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, COLOURS[i % len(COLOURS)]).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-class Handler(BaseHTTPRequestHandler):
-    """/ok/N: an image; /missing/N: 404; /slow/N: answers after the client's timeout; /corrupt/N: junk bytes."""
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        kind, index = self.path.strip("/").split("/")
-        if kind == "missing":
-            self.send_error(404)
-            return
-        if kind == "slow":
-            time.sleep(3)
-        body = _image(int(index)) if kind != "corrupt" else b"\xff\xd8\xff\xe0" + b"\x00junk" * 50
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up on a slow answer
-            pass
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
+CLIENT_TIMEOUT = 5  # s: every answer but /slow/ comes at once, /slow/ ones after SLOW_SECONDS
+assert SLOW_SECONDS >= 10 * CLIENT_TIMEOUT
 
 
 @pytest.fixture
 def image_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    """tests/image_server.py in its own process on a free port; every answer but /slow/ comes at once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.image_server"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.isdigit(), f"the image server did not start (exit code {proc.poll()})"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_laion_preset_downloads_with_img2dataset_and_counts_every_failure(tmp_path, image_server, tiny_clip):
@@ -72,7 +49,7 @@ def test_laion_preset_downloads_with_img2dataset_and_counts_every_failure(tmp_pa
     pq.write_table(pa.table({"URL": urls, "TEXT": captions}), tmp_path / "pairs.parquet")
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "laion.yaml", [
         f"input={tmp_path / 'pairs.parquet'}", f"output_dir={tmp_path / 'out'}", "samples_per_shard=8",
-        "download.timeout=1", "download.processes=1", "download.threads=8",
+        f"download.timeout={CLIENT_TIMEOUT}", "download.processes=1", "download.threads=8",
         "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tiny_clip}", "filters.clip.threshold=-1.0",
     ])  # fmt: skip
     summary = run(cfg)
