@@ -41,7 +41,9 @@ def run() -> dict:
     examples = [
         fmt(Record(str(i), {"lang": "en"}, CAPTION, True), "caption", random.Random(i)) for i in range(BATCH)
     ]
-    batch = collate(examples, [torch.randn(3, SIZE, SIZE) for _ in range(BATCH)], tokenizer.pad_token_id)
+    batch = collate(
+        examples, [torch.randn(3, SIZE, SIZE) for _ in range(BATCH)], tokenizer.pad_token_id, SIZE
+    )
 
     def step() -> None:
         model(**batch).loss.backward()

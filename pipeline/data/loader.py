@@ -57,8 +57,9 @@ def decode_image(data: bytes, key: str) -> Image.Image:
         raise Skip("decode_error", f"sample {key}: {e}") from None
 
 
-def collate(examples: list[Example], pixels: list[torch.Tensor], pad_id: int) -> dict:
-    """Right padding: every sequence starts at position 0, so pads only ever follow the text."""
+def collate(examples: list[Example], images: list[torch.Tensor], pad_id: int, image_size: int) -> dict:
+    """Right padding: every sequence starts at position 0, so pads only ever follow the text. ``images``
+    holds the real images only, in row order; text-only rows have none (the model knows by ``has_image``)."""
     length = max(len(e.input_ids) for e in examples)
     batch = len(examples)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
@@ -73,7 +74,7 @@ def collate(examples: list[Example], pixels: list[torch.Tensor], pad_id: int) ->
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
-        "pixel_values": torch.stack(pixels),
+        "pixel_values": torch.stack(images) if images else torch.zeros(0, 3, image_size, image_size),
         "has_image": torch.tensor([e.has_image for e in examples]),
         "tasks": [e.task for e in examples],
         "keys": [e.key for e in examples],
@@ -119,7 +120,7 @@ class TaskBatches(IterableDataset):
             self._stream.load_state_dict(self._restored["stream"])
             self.stats = {k: Counter(v) for k, v in self._restored["stats"].items()}
         examples: list[Example] = []
-        pixels: list[torch.Tensor] = []
+        images: list[torch.Tensor] = []
         for raw in self._stream:
             try:
                 example, image = self._prepare(raw)
@@ -127,19 +128,20 @@ class TaskBatches(IterableDataset):
                 self.stats["skipped"][skip.reason] += 1
                 continue
             examples.append(example)
-            pixels.append(image)
+            if image is not None:
+                images.append(image)
             self.stats["tasks"][example.task] += 1
             if example.truncated:
                 self.stats["truncated"][example.task] += 1
             if len(examples) == self.batch_size:
-                batch = collate(examples, pixels, self.formatter.ids.pad)
+                batch = collate(examples, images, self.formatter.ids.pad, self.cfg.image_size)
                 if self._stream.shard_errors:
                     self.stats["skipped"]["shard_error"] = self._stream.shard_errors
                 batch["stats"] = {"slot": slot, **{k: dict(v) for k, v in self.stats.items()}}
                 yield batch
-                examples, pixels = [], []
+                examples, images = [], []
 
-    def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor]:
+    def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor | None]:
         record, ext = read_record(raw)
         rng = task_rng(self.seed, raw["__epoch__"], record.key)
         task = choose_task(record, self.cfg.tasks, rng)
@@ -147,9 +149,8 @@ class TaskBatches(IterableDataset):
             example = self.formatter(record, task, rng)
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise Skip("bad_metadata", f"sample {record.key}: {task} ground truth unusable: {e!r}") from None
-        if not example.has_image:  # text-only: a blank image keeps every rank on the same graph
-            size = self.cfg.image_size
-            return example, torch.zeros(3, size, size)
+        if not example.has_image:
+            return example, None
         return example, self.transform(decode_image(raw[ext], record.key))
 
 

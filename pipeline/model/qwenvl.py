@@ -64,20 +64,31 @@ class QwenVL(nn.Module):
     def embed(
         self, input_ids: torch.Tensor, pixel_values: torch.Tensor, has_image: torch.Tensor
     ) -> torch.Tensor:
-        """Token embeddings with the image features written into the image placeholder positions."""
+        """Token embeddings with the image features written into the image placeholder positions.
+
+        ``pixel_values`` holds the batch's real images only, in row order (``has_image.sum()`` of them). A
+        micro-batch without any encodes one blank image with zero weight instead, so that every rank runs the
+        vision path on every step (ZeRO-3 gathers parameters per module call: a rank that skipped it would
+        leave the others waiting).
+        """
         embeds = self.llm.get_input_embeddings()(input_ids)
         slots = input_ids == self.image_pad_id
         expected = has_image.long() * self.num_queries
-        if not torch.equal(slots.sum(dim=1), expected):
+        if not torch.equal(slots.sum(dim=1), expected) or pixel_values.shape[0] != int(has_image.sum()):
             raise ValueError(
                 f"image placeholders per sample {slots.sum(dim=1).tolist()} != {expected.tolist()} "
-                f"({self.num_queries} per image): the data and the model disagree on the image length"
+                f"({self.num_queries} per image) or {pixel_values.shape[0]} images for "
+                f"{int(has_image.sum())} image samples: the data and the model disagree"
             )
-        features = self.encode_images(pixel_values.to(embeds.dtype)).to(embeds.dtype)
-        embeds = embeds.masked_scatter(slots.unsqueeze(-1), features[has_image])
-        if not has_image.all():  # blank images of text-only samples: in the graph, with zero weight
-            embeds = embeds + 0.0 * features[~has_image].sum()
-        return embeds
+        if pixel_values.shape[0]:
+            features = self.encode_images(pixel_values.to(embeds.dtype)).to(embeds.dtype)
+            return embeds.masked_scatter(slots.unsqueeze(-1), features)
+        blank = embeds.new_zeros(1, 3, *self.image_size)
+        return embeds + 0.0 * self.encode_images(blank).sum().to(embeds.dtype)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.vision.image_size)
 
     def forward(
         self,

@@ -35,8 +35,8 @@ def batch(tokenizer, num_queries=16, text_only=(False, True, False)):
             record = Record(f"i{i}", {"lang": "en"}, f"A red circle number {i}.", has_image=True)
             examples.append(fmt(record, "caption", random.Random(i)))
     torch.manual_seed(1)
-    pixels = [torch.randn(3, SIZE, SIZE) * (not text) for text in text_only]
-    return collate(examples, pixels, tokenizer.pad_token_id)
+    images = [torch.randn(3, SIZE, SIZE) for text in text_only if not text]
+    return collate(examples, images, tokenizer.pad_token_id, SIZE)
 
 
 def test_image_features_fill_exactly_the_placeholder_positions(model, tokenizer):
@@ -45,7 +45,7 @@ def test_image_features_fill_exactly_the_placeholder_positions(model, tokenizer)
     features = model.encode_images(b["pixel_values"])
     slots = b["input_ids"] == model.image_pad_id
     assert slots.sum() == 2 * 16  # two image samples, none in the text-only row
-    assert torch.allclose(embeds[slots], features[b["has_image"]].reshape(-1, features.shape[-1]))
+    assert torch.allclose(embeds[slots], features.reshape(-1, features.shape[-1]))
     tokens = model.llm.get_input_embeddings()(b["input_ids"])
     assert torch.equal(embeds[~slots], tokens[~slots])
 
@@ -64,6 +64,15 @@ def test_loss_is_hf_cross_entropy_over_supervised_tokens(model, tokenizer):
     assert torch.allclose(out.loss, reference, atol=1e-5)
     assert torch.equal(out.sample_tokens, (b["labels"][:, 1:] != -100).sum(1))
     assert torch.allclose(out.sample_loss.sum() / out.sample_tokens.sum(), out.loss)
+
+
+def test_only_real_images_are_encoded(model, tokenizer):
+    seen = []
+    hook = model.vision.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    model(**batch(tokenizer, text_only=(False, True, True, False)))
+    model(**batch(tokenizer, text_only=(True, True)))
+    hook.remove()
+    assert seen == [2, 1]  # two images; then one blank for a text-only batch, not one per row
 
 
 def test_text_only_batches_still_run_the_vision_path(model, tokenizer):
