@@ -1,8 +1,10 @@
 """One config loader for every entry point: typed dataclass schema <- YAML <- dotted CLI overrides.
 
 A YAML file may pick config groups with a top-level ``defaults`` mapping, e.g. ``defaults: {model: tiny}``
-loads ``configs/model/tiny.yaml`` into the ``model`` key before the file's own keys are merged. On the
-command line ``model=small`` switches a group the file declares and ``train.max_steps=50`` sets a key. Unknown keys,
+loads ``configs/model/tiny.yaml`` into the ``model`` key before the file's own keys are merged. A group that
+is not a key of the schema is an overlay: ``defaults: {scale: tiny}`` merges ``configs/scale/tiny.yaml`` at
+the top level *after* the file, so it can shrink the file's sizes. On the command line ``model=small``
+switches a group the file declares and ``train.max_steps=50`` sets a key. Unknown keys,
 wrong types and missing files raise :class:`ConfigError`, which names the key and where it came from.
 
 This module imports nothing heavy (no torch), so data prep and launchers can share it.
@@ -54,11 +56,17 @@ def load_config(
         else:
             dotted.append(item)
 
+    overlays = []
     for group, choice in groups.items():
         group_file = _group_file(root, group, str(choice))
-        merged = _merge(merged, {group: _read_yaml(group_file)}, source=str(group_file))
+        if group in merged:  # a group named like a key fills that key, under the file's own values
+            merged = _merge(merged, {group: _read_yaml(group_file)}, source=str(group_file))
+        else:  # any other group (`scale`) overlays the whole config, over the file's values
+            overlays.append(group_file)
     if body:
         merged = _merge(merged, body, source=str(path))
+    for group_file in overlays:
+        merged = _merge(merged, _read_yaml(group_file), source=str(group_file))
     for item in dotted:
         key, _, value = item.partition("=")
         try:

@@ -89,8 +89,8 @@ class OptimizerConfig:
     schedule: str = "cosine"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
+    weight_decay: float = 0.05  # not on norms, biases, position embeddings and the resampler queries
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
     vit_layer_decay: float = 1.0  # layer-wise LR decay of the ViT (paper stage 1: 0.95); 1.0 = off
 
     def __post_init__(self) -> None:
@@ -100,6 +100,11 @@ class OptimizerConfig:
         _check(self.schedule in ("cosine", "constant"), "train.optimizer.schedule", "cosine or constant")
         _check(len(self.betas) == 2, "train.optimizer.betas", "needs two values")
         _check(0 < self.vit_layer_decay <= 1, "train.optimizer.vit_layer_decay", "must be in (0, 1]")
+        _check(self.weight_decay >= 0, "train.optimizer.weight_decay", "must be >= 0")
+        _check(self.grad_clip >= 0, "train.optimizer.grad_clip", "must be >= 0")
+
+
+RESUME_MODES = ("auto", "never")
 
 
 @dataclass
@@ -108,11 +113,11 @@ class TrainConfig:
     max_steps: int = 50_000  # optimizer steps
     global_batch_size: int = 30_720  # samples per optimizer step, all ranks together
     micro_batch_size: int = 8  # samples per rank per forward; accumulation = global / (micro * ranks)
-    precision: str = "bf16"
-    init_from: str | None = None  # previous stage's final/ folder (or a weights folder)
-    resume: str = "auto"  # auto: latest checkpoint of this run if any; never; or a checkpoint path
-    save_every: int = 1000  # steps between checkpoints
-    keep_checkpoints: int = 2  # newest N kept
+    precision: str = "bf16"  # bf16 | fp16 | fp32; a run without CUDA uses fp32 (and says so)
+    init_from: str | None = None  # a final/ folder (or a .safetensors file) to start from; None = fresh
+    resume: str = "auto"  # auto: this stage's latest checkpoint if any; never; or a checkpoint folder
+    checkpoint_every: int = 1000  # optimizer steps between checkpoints (the last step is always saved)
+    keep_last: int = 2  # checkpoints kept, newest first; older ones are deleted
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:
@@ -131,7 +136,20 @@ class TrainConfig:
             "must be a multiple of train.micro_batch_size",
         )
         _check(self.precision in PRECISIONS, "train.precision", f"choose from {PRECISIONS}")
-        _check(self.save_every > 0, "train.save_every", "must be > 0")
+        _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+        _check(self.keep_last > 0, "train.keep_last", "must be > 0")
+        _check(bool(self.resume), "train.resume", "auto, never or a checkpoint folder")
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per rank per optimizer step; the global batch must split evenly over the ranks."""
+        per_step = self.micro_batch_size * world_size
+        _check(
+            self.global_batch_size % per_step == 0,
+            "train.global_batch_size",
+            f"{self.global_batch_size} is not a multiple of train.micro_batch_size ({self.micro_batch_size})"
+            f" x {world_size} ranks",
+        )
+        return self.global_batch_size // per_step
 
 
 @dataclass
@@ -148,20 +166,30 @@ class LoggingConfig:
     wandb: str = "offline"  # online | offline | disabled; a local metrics.jsonl is always written
     project: str = "qwenvl-pipeline"
     entity: str | None = None
-    log_every: int = 10  # steps between metric lines
-    sample_every: int = 500  # steps between tables of images with generated text
+    log_every: int = 10  # optimizer steps between console lines (metrics.jsonl gets every step)
+    sample_every: int = 500  # optimizer steps between tables of images with generated text (0 = never)
+    sample_count: int = 4  # samples per table
+    peak_tflops: float | None = None  # per device, for MFU; None = the device table (CPU: measured matmul)
 
     def __post_init__(self) -> None:
         _check(self.wandb in WANDB_MODES, "logging.wandb", f"choose from {WANDB_MODES}")
         _check(self.log_every > 0, "logging.log_every", "must be > 0")
+        _check(self.sample_every >= 0, "logging.sample_every", "must be >= 0")
+        _check(self.peak_tflops is None or self.peak_tflops > 0, "logging.peak_tflops", "must be > 0")
 
 
 @dataclass
 class RunConfig:
-    name: str = "default"  # outputs under <output_dir>/<name>/<stage>/
+    name: str = "default"  # outputs under <output_dir>/<name>/<stage>/; stages of one name chain
     stage: str = "stage1"
     output_dir: str = "runs"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("name", "stage"):
+            value = getattr(self, key)
+            _check(bool(value) and "/" not in value and value not in (".", ".."), f"run.{key}",
+                   f"{value!r} must be a plain folder name")  # fmt: skip
 
 
 @dataclass

@@ -7,28 +7,30 @@ Plain ``nn.Module``: nothing here knows about DeepSpeed. The three submodules ar
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
+from pipeline.config import load_config, save_config
 from pipeline.model.language import build_llm
 from pipeline.model.pos_embed import resize_grid
 from pipeline.model.resampler import Resampler
 from pipeline.model.vision import build_vision_tower
-from pipeline.schema import ModelConfig
+from pipeline.schema import ModelConfig, StageConfig
 from pipeline.tokens import IGNORE, prepare_tokenizer, special_ids
 
 WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.yaml"
 VIT_POS_EMBED = "vision.positional_embedding"
 
 
-@dataclass
-class VLOutput:
+class VLOutput(NamedTuple):  # a tuple, so that ZeRO-3's hooks see the tensors in it
     loss: torch.Tensor  # mean over every supervised token of the batch
     logits: torch.Tensor
     sample_loss: torch.Tensor  # [B] summed token losses (per-task loss = sum over its samples / tokens)
@@ -55,6 +57,21 @@ class QwenVL(nn.Module):
         heads = cfg.adapter.num_heads or max(1, width // 128)
         adapter = Resampler(cfg.adapter.num_queries, vision.transformer.width, width, heads)
         return cls(vision, adapter, llm, special_ids(tokenizer).image_pad).to(dtype)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, dtype=torch.float32) -> tuple[QwenVL, object, StageConfig]:
+        """Load a ``final/`` export (``save_pretrained``): (model, tokenizer, the stage config it came from).
+        Needs nothing but the folder: no hub, no pretrained tag, no earlier stage."""
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        if not (folder / WEIGHTS).is_file() or not (folder / EXPORT_CONFIG).is_file():
+            raise FileNotFoundError(f"{folder}: not an export (needs {WEIGHTS} and {EXPORT_CONFIG})")
+        cfg = load_config(StageConfig, folder / EXPORT_CONFIG)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = cls.from_config(cfg.model, cfg.data.image_size, tokenizer, dtype)
+        load_weights(model, folder)
+        return model, tokenizer, cfg
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, num_queries, LLM width]."""
@@ -133,6 +150,42 @@ def save_weights(model: QwenVL, folder: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, str(path))
     return path
+
+
+def save_pretrained(
+    folder: str | Path, state_dict: dict[str, torch.Tensor], llm_config, tokenizer, cfg: StageConfig
+) -> Path:
+    """A self-contained export: weights (safetensors), the stage config with the model made independent of
+    hub names and pretrained tags (the LLM's architecture written out), and the tokenizer."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = {k: v for k, v in llm_config.to_diff_dict().items() if k != "transformers_version"}
+    exported = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(
+            cfg.model,
+            vision=dataclasses.replace(cfg.model.vision, pretrained=None),
+            llm=dataclasses.replace(cfg.model.llm, name_or_path=None, arch=arch),
+            tokenizer=str(folder),
+        ),
+    )
+    save_file(_untied(state_dict), str(folder / WEIGHTS))
+    tokenizer.save_pretrained(folder)
+    save_config(exported, folder / EXPORT_CONFIG)
+    return folder
+
+
+def _untied(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): keep the first name of each."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state_dict.items():
+        ptr = tensor.data_ptr()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        out[name] = tensor.contiguous()
+    return out
 
 
 def load_weights(model: QwenVL, path: str | Path) -> None:
