@@ -44,14 +44,17 @@ class Dist:
 
 
 def init_distributed() -> Dist:
-    """Join (or, alone, create) the process group. A plain ``python launch/stageN.py`` is rank 0 of 1."""
-    if "RANK" not in os.environ:  # no launcher: one process on a free local port
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    """Join the launcher's process group, or, started alone (``python launch/stageN.py``, a test), make a
+    group of one on a free local port without touching the environment, so that it can be made again."""
     accelerator = get_accelerator()
+    backend = accelerator.communication_backend_name()
+    if "MASTER_ADDR" not in os.environ and not torch.distributed.is_initialized():  # no launcher
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")  # DeepSpeed reads these
+        torch.distributed.init_process_group(
+            backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+        )
+    deepspeed.init_distributed(dist_backend=backend)  # adopts an existing group
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if accelerator.device_name() == "cuda":
         accelerator.set_device(local_rank)
         device = torch.device("cuda", local_rank)

@@ -40,6 +40,12 @@ def matrix_params(module: nn.Module) -> int:
     )
 
 
+def _tied_head(llm: nn.Module) -> int:
+    """A head tied to the input embedding is one parameter but still a matmul per token."""
+    head, embed = llm.get_output_embeddings(), llm.get_input_embeddings()
+    return param_numel(head.weight) if head is not None and head.weight is embed.weight else 0
+
+
 @dataclass
 class FlopModel:
     vit_params: int
@@ -77,7 +83,7 @@ class FlopModel:
             vit_width=width,
             patches=patches,
             adapter_flops=adapter_flops,
-            llm_params=matrix_params(llm),
+            llm_params=matrix_params(llm) + _tied_head(llm),
             llm_layers=config.num_hidden_layers,
             llm_width=config.hidden_size,
             multipliers=multipliers,

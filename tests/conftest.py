@@ -49,3 +49,38 @@ def tiny_clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    """The tiny QwenVL at 56 px (4x4 patches) with 16 queries."""
+    import copy
+
+    import torch
+
+    from pipeline.config import CONFIG_ROOT, load_config
+    from pipeline.model.qwenvl import QwenVL
+    from pipeline.schema import ModelConfig
+
+    torch.manual_seed(0)
+    cfg = load_config(ModelConfig, CONFIG_ROOT / "model" / "tiny.yaml", ["adapter.num_queries=16"])
+    return QwenVL.from_config(cfg, 56, copy.deepcopy(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_batch(tokenizer):
+    """Three captions and a text-only sample of equal-ish length, formatted for ``tiny_model``."""
+    import random
+
+    import torch
+
+    from pipeline.data.formats import Formatter, Record
+    from pipeline.data.loader import collate
+
+    fmt = Formatter(tokenizer, 16, 512)
+    examples = [fmt(Record(f"i{i}", {"lang": "en"}, f"A red circle number {i} on a beige background.", True),
+                    "caption", random.Random(i)) for i in range(3)]  # fmt: skip
+    examples.append(fmt(Record("t", {"text": "A square has four equal sides and four corners."}, None, False),
+                        "text", random.Random(0)))  # fmt: skip
+    torch.manual_seed(1)
+    return collate(examples, [torch.randn(3, 56, 56) for _ in range(3)], tokenizer.pad_token_id, 56)

@@ -1,0 +1,103 @@
+"""The stage trainer in this process, one rank (DeepSpeed on its CPU accelerator, ZeRO-2): what a stage
+freezes, what it logs from step 1, what it exports, and how it fails. Multi-rank runs: test_distributed.py."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import checkpoint
+from pipeline import engine as ds
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config
+from pipeline.metrics import read_metrics
+from pipeline.model.qwenvl import QwenVL
+from pipeline.schema import StageConfig
+from stages.train import NonFiniteLoss, Trainer
+
+pytestmark = pytest.mark.slow
+TINY = ["data.image_size=56", "model.adapter.num_queries=16", "train.global_batch_size=4", "train.micro_batch_size=2",
+        "data.num_workers=0", "logging.wandb=disabled", "logging.sample_every=0", "train.checkpoint_every=2"]  # fmt: skip
+
+
+def stage_cfg(stage: str, out: Path, shards: str, *extra: str) -> StageConfig:
+    overrides = [f"data.shards={shards}", f"run.output_dir={out}", "train.max_steps=3", *TINY, *extra]
+    return load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", overrides)
+
+
+def trainer(cfg: StageConfig) -> Trainer:
+    return Trainer(cfg, ds.init_distributed())  # a process group of one, kept for the next test
+
+
+@pytest.mark.parametrize(
+    ("stage", "frozen"), [("stage1", {"llm"}), ("stage2", set()), ("stage3", {"vision"})]
+)
+def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, frozen):
+    t = trainer(stage_cfg(stage, tmp_path, world_shards, "train.init_from=null"))
+    model = t.engine.module
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    t.train()
+    for name, param in model.named_parameters():
+        group = name.split(".")[0]
+        same = torch.equal(param, before[name])
+        assert same if group in frozen else True, f"{name} of a frozen group changed"
+    for group in {"vision", "adapter", "llm"} - frozen:
+        assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(group))
+    state = t.engine.optimizer.optimizer.state.values()  # ZeRO's flat fp32 partition of the trainable ones
+    trainable = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] not in frozen)
+    assert sum(s["exp_avg"].numel() for s in state) == trainable
+
+
+def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
+    cfg = stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", "logging.wandb=offline",
+                    "logging.sample_every=3", "logging.sample_count=2")  # fmt: skip
+    t = trainer(cfg)
+    t.train()
+    out = tmp_path / "default" / "stage2"
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    first = rows[0]
+    for key in ("loss", "lr/vision", "lr/adapter", "lr/llm", "grad_norm", "samples_per_s", "tokens_per_s", "mfu",
+                "data_wait_share", "memory_gb", "step_s"):  # fmt: skip
+        assert first[key] is not None and first[key] >= 0, key
+    tasks = [k for k in first if k.startswith("loss/")]
+    assert tasks and abs(sum(v for k, v in first.items() if k.startswith("mix/")) - 1) < 1e-9
+    assert first["lr/llm"] == pytest.approx(5e-5 / 4)  # step 1 of a 4-step warmup to the paper's 5e-5
+    assert (out / "loss.png").stat().st_size > 10_000
+    samples = (out / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 2 and '"generated"' in samples[0]
+
+    model, tokenizer, exported = QwenVL.from_pretrained(out / "final")
+    assert exported.run.stage == "stage2" and len(tokenizer) == len(t.tokenizer)
+    trained = t.engine.module.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+
+    log = next((out / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+    for key in (b"loss/", b"grad_norm", b"mfu", b"tokens_per_s", b"vit_layer_decay", b"global_batch_size"):
+        assert key in log, key  # logged metrics and the resolved config
+
+
+def test_non_finite_loss_stops_with_the_step_and_samples_and_keeps_the_checkpoint(tmp_path, world_shards):
+    cfg = stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", "train.optimizer.lr=1e30",
+                    "train.optimizer.warmup_steps=0", "train.checkpoint_every=1", "train.max_steps=5")  # fmt: skip
+    t = trainer(cfg)
+    with pytest.raises(NonFiniteLoss, match=r"step 2: non-finite loss in the batch of samples \['\w+"):
+        t.train()
+    root = tmp_path / "default" / "stage2" / "checkpoints"
+    assert checkpoint.latest(root).name == "step-00000001"
+    assert not (tmp_path / "default" / "stage2" / "final").exists()
+
+
+def test_bad_inputs_name_the_key(tmp_path, world_shards):
+    with pytest.raises(ConfigError, match=r"train.init_from.*stage1/final does not exist.*previous stage"):
+        trainer(stage_cfg("stage2", tmp_path, world_shards))
+    with pytest.raises(ConfigError, match=r"data.shards.*not found.*make prep"):
+        trainer(stage_cfg("stage1", tmp_path, str(tmp_path / "none-{0..3}.tar")))
+    t = trainer(stage_cfg("stage1", tmp_path, world_shards, "train.max_steps=2"))
+    t.train()
+    folder = checkpoint.latest(tmp_path / "default" / "stage1" / "checkpoints")
+    wider = stage_cfg(
+        "stage1", tmp_path, world_shards, "model.llm.arch.hidden_size=192", f"train.resume={folder}"
+    )
+    with pytest.raises(ValueError, match=re.escape(str(folder)) + ".*does not fit"):
+        trainer(wider)
