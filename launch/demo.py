@@ -1,4 +1,4 @@
-"""`make demo`: the embedded default end to end. The chain (prep -> stage 1 -> 2 -> 3 -> eval) lands with
+"""`make demo`: the embedded default end to end. The chained run (prep -> stage 1 -> 2 -> 3 -> eval) lands with
 the demo issue; until then this runs what exists and says plainly what does not."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 NOT_BUILT = [
-    "the three DeepSpeed stages (launch/stage1.py, stage2.py, stage3.py)",
-    "evaluation and the chained demo",
+    "the chain of prep -> stage 1 -> 2 -> 3 in this command (each stage runs on its own: "
+    "`DS_ACCELERATOR=cpu deepspeed --num_gpus 2 launch/stage1.py`, see the README)",
+    "evaluation, generation CLI and the report",
 ]
 
 

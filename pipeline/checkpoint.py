@@ -99,7 +99,8 @@ def save(engine, root: Path, step: int, rank_state: dict, trainer_state: dict, k
     tmp = root / f"{step_name(step)}.tmp"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
+        for partial in root.glob("*.tmp"):  # left by a crash mid-save
+            shutil.rmtree(partial, ignore_errors=True)
     ds.barrier()
     engine.save_checkpoint(str(root), tag=tmp.name, save_latest=False)
     _write_json(tmp / f"rank-{rank:05d}.json", rank_state)

@@ -19,7 +19,9 @@ def test_every_shipped_config_loads(stage, model):
 
 
 def test_stage_configs_follow_the_recipe():
-    s1, s2, s3 = (load_config(StageConfig, CONFIG_ROOT / f"stage{i}.yaml") for i in (1, 2, 3))
+    s1, s2, s3 = (
+        load_config(StageConfig, CONFIG_ROOT / f"stage{i}.yaml", ["scale=paper"]) for i in (1, 2, 3)
+    )
     assert s1.train.trainable == ["vision", "adapter"]
     assert s2.train.trainable == ["vision", "adapter", "llm"]
     assert s3.train.trainable == ["adapter", "llm"]
@@ -39,7 +41,7 @@ def test_stage_configs_follow_the_recipe():
             1.0,
             "cosine",
         )
-    assert s1.train.optimizer.vit_layer_decay == 0.95
+    assert [s.train.optimizer.vit_layer_decay for s in (s1, s2, s3)] == [0.95, 1.0, 1.0]
     assert set(s2.data.tasks) == {"caption", "vqa", "grounded_caption", "ref", "ocr", "text"}
     assert s3.data.tasks == {"chatml": 1.0}
 
@@ -117,3 +119,21 @@ def test_a_mapping_replaces_a_free_form_dict_but_dotted_keys_set_one_entry(tmp_p
         StageConfig, CONFIG_ROOT / "stage1.yaml", ["model.llm.arch.hidden_size=256"]
     ).model.llm.arch
     assert tiny["hidden_size"] == 256 and tiny["model_type"] == "qwen2"
+
+
+def test_scale_overlays_the_stage_file_and_stages_chain_by_run_name():
+    tiny = load_config(StageConfig, CONFIG_ROOT / "stage2.yaml", ["run.name=exp"])
+    assert (tiny.train.max_steps, tiny.train.global_batch_size, tiny.train.optimizer.warmup_steps) == (
+        40,
+        16,
+        4,
+    )
+    assert tiny.train.optimizer.lr == 5e-5 and tiny.data.image_size == 448  # the overlay leaves the rest
+    assert tiny.train.init_from == "runs/exp/stage1/final"
+    assert tiny.train.accumulation(2) == 2
+    assert (
+        load_config(StageConfig, CONFIG_ROOT / "stage3.yaml", ["run.output_dir=/x"]).train.init_from
+        == "/x/default/stage2/final"
+    )
+    # the command line still wins over the overlay
+    assert load_config(StageConfig, CONFIG_ROOT / "stage1.yaml", ["train.max_steps=7"]).train.max_steps == 7

@@ -1,0 +1,144 @@
+"""Real multi-rank DeepSpeed on CPU (gloo) through the `deepspeed` launcher, as a user runs it: exact resume
+after kill -9, ZeRO-3 with a rank whose batches are text-only, two nodes on one machine."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.metrics import read_metrics
+from tests.conftest import REPO
+from tests.shards import world_samples, write_shards
+
+pytestmark = pytest.mark.slow
+DEEPSPEED = [sys.executable, "-m", "deepspeed.launcher.runner"]
+TINY = ["data.image_size=56", "model.adapter.num_queries=16", "train.micro_batch_size=2", "logging.wandb=disabled",
+        "logging.sample_every=0", "logging.log_every=1"]  # fmt: skip
+TIMEOUT = 420
+
+
+def _env() -> dict[str, str]:
+    """This process may hold a process group of its own (test_train.py): its variables must not leak."""
+    drop = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"}
+    return {
+        **{k: v for k, v in os.environ.items() if k not in drop},
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(ranks: int, out: Path, shards: str, *overrides: str, stage: str = "stage1", popen: bool = False):
+    cmd = [*DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(_port()), f"launch/{stage}.py",
+           f"data.shards={shards}", f"run.output_dir={out}", *TINY, *overrides]  # fmt: skip
+    if popen:
+        return subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+def metrics(out: Path, stage: str = "stage1") -> list[dict]:
+    return read_metrics(out / "default" / stage / "metrics.jsonl")
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize(("ranks", "zero"), [(1, 2), (2, 3), (1, 3), (2, 2)])
+def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_shards, ranks, zero):
+    run = ["train.max_steps=8", "train.checkpoint_every=2", "train.global_batch_size=4", "data.num_workers=2",
+           f"deepspeed.zero_stage={zero}"]  # fmt: skip
+    launch(ranks, tmp_path / "straight", world_shards, *run)
+    straight = {r["step"]: r for r in metrics(tmp_path / "straight")}
+    assert sorted(straight) == list(range(1, 9))
+
+    killed = tmp_path / "killed"
+    checkpoints = killed / "default" / "stage1" / "checkpoints"
+    proc = launch(ranks, killed, world_shards, *run, popen=True)
+    try:
+        assert _wait_for(lambda: (checkpoints / "latest").is_file(), TIMEOUT), "no checkpoint was written"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    before = metrics(killed)
+    assert len(before) < 8, "the run ended before the kill: nothing to resume"
+    # what a kill during a later save leaves: a half-written folder and a half-written pointer
+    partial = checkpoints / "step-00000006.tmp"
+    partial.mkdir()
+    (partial / "mp_rank_00_model_states.pt").write_bytes(b"\x80\x04truncated")
+    (checkpoints / "latest.part").write_text("step-000")
+
+    log = launch(ranks, killed, world_shards, *run)
+    resumed_at = int(re.search(r"resumed from \S+ at step (\d+)", log).group(1))
+    assert resumed_at >= 2 and not partial.exists()
+    after = {r["step"]: r for r in metrics(killed)}
+    assert sorted(after) == list(range(1, 9))  # no step twice, none missing
+    for step in range(resumed_at + 1, 9):
+        assert after[step]["loss"] == straight[step]["loss"], f"step {step}"
+        assert after[step]["grad_norm"] == straight[step]["grad_norm"], f"step {step}"
+
+
+def test_zero3_with_a_text_only_rank_does_not_hang_and_matches_zero2(tmp_path):
+    # two shards, one text-only and one image-only: with one reader per rank, every step one rank
+    # holds only text and encodes a zero-weight blank while the other encodes real images
+    samples = world_samples(24, 24)
+    text = write_shards([s for s in samples if "jpg" not in s], tmp_path / "text", per_shard=24)
+    images = write_shards([s for s in samples if "jpg" in s], tmp_path / "images", per_shard=24)
+    shards = f"{text}::{images}"
+    run = ["train.max_steps=3", "train.global_batch_size=4", "data.num_workers=0", "data.open_shards=1",
+           "data.tasks={caption: 1, text: 1}"]  # fmt: skip
+    launch(2, tmp_path / "z3", shards, *run, "deepspeed.zero_stage=3")
+    launch(2, tmp_path / "z2", shards, *run, "deepspeed.zero_stage=2")
+    z3, z2 = metrics(tmp_path / "z3"), metrics(tmp_path / "z2")
+    assert len(z3) == len(z2) == 3
+    for a, b in zip(z3, z2, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert {"loss/caption", "loss/text"} <= set(a)
+
+
+def test_two_nodes_on_one_machine_match_two_ranks_on_one(tmp_path, world_shards):
+    run = ["train.max_steps=3", "train.global_batch_size=4", "data.num_workers=0"]
+    launch(2, tmp_path / "one", world_shards, *run)
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    port = _port()
+    nodes = [
+        subprocess.Popen([*DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--num_nodes", "2", "--node_rank",
+                          str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), "launch/stage1.py",
+                          f"data.shards={world_shards}", f"run.output_dir={tmp_path / 'two'}", *TINY, *run],
+                         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]  # fmt: skip
+    for node in nodes:
+        out, _ = node.communicate(timeout=TIMEOUT)
+        assert node.returncode == 0, out[-4000:]
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["loss"] for r in two] == [r["loss"] for r in one]
+    assert (
+        json.loads(
+            (
+                tmp_path / "two" / "default" / "stage1" / "checkpoints" / "step-00000003" / "trainer.json"
+            ).read_text()
+        )["world_size"]
+        == 2
+    )
