@@ -18,6 +18,7 @@ from data_prep.engine import run
 from data_prep.stats import REASONS
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.loader import read_record
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC = CONFIG_ROOT / "data" / "synthetic.yaml"
@@ -160,15 +161,6 @@ def test_each_bad_sample_is_counted_under_its_own_reason(tmp_path, tiny_clip):
     assert any("bad_metadata.jpg" in e for e in summary["error_examples"])  # errors name the file
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_kill_9_then_rerun_finishes_with_the_same_kept_set(tmp_path, synthetic):
     _, reference = synthetic
     out = tmp_path / "killed"
@@ -178,7 +170,7 @@ def test_kill_9_then_rerun_finishes_with_the_same_kept_set(tmp_path, synthetic):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     stats = out / "stats"
-    assert _wait_for(lambda: len(list(stats.glob("*.json"))) >= 2, timeout=240), "no part finished"
+    assert wait_for(lambda: len(list(stats.glob("*.json"))) >= 2, timeout=240), "no part finished"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = {p.name: (out / "shards" / p.name.replace(".json", ".tar")).stat().st_mtime_ns

@@ -8,13 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.metrics import read_metrics
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for
 from tests.shards import world_samples, write_shards
 
 pytestmark = pytest.mark.slow
@@ -55,15 +54,6 @@ def metrics(out: Path, stage: str = "stage1") -> list[dict]:
     return read_metrics(out / "default" / stage / "metrics.jsonl")
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.parametrize(("ranks", "zero"), [(1, 2), (2, 3), (1, 3), (2, 2)])
 def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_shards, ranks, zero):
     run = ["train.max_steps=8", "train.checkpoint_every=2", "train.global_batch_size=4", "data.num_workers=2",
@@ -76,7 +66,7 @@ def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_sh
     checkpoints = killed / "default" / "stage1" / "checkpoints"
     proc = launch(ranks, killed, world_shards, *run, popen=True)
     try:
-        assert _wait_for(lambda: (checkpoints / "latest").is_file(), TIMEOUT), "no checkpoint was written"
+        assert wait_for(lambda: (checkpoints / "latest").is_file(), TIMEOUT), "no checkpoint was written"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
