@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter, Record
 from pipeline.data.loader import collate
+from pipeline.flops import measured_matmul_flops
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import ModelConfig
 
@@ -55,9 +56,7 @@ def run() -> dict:
     step_flops = counter.get_total_flops()
     step_s = _timed(step, REPEATS)
 
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    matmul_s = _timed(lambda: a @ b, 20)
-    matmul_flops_per_s = 2 * 1024**3 / matmul_s
+    matmul_flops_per_s = measured_matmul_flops(1024, 20)  # the same peak the stages' CPU MFU uses
     return {
         "step_s": round(step_s, 4),
         "step_gflops": round(step_flops / 1e9, 2),

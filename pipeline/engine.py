@@ -138,11 +138,11 @@ def zero_stage(engine) -> int:
     return engine.zero_optimization_stage()
 
 
-def gathered(engine, params=None):
+def gathered(engine):
     """A context in which ZeRO-3's partitioned parameters are whole on every rank (no-op otherwise)."""
     if zero_stage(engine) != 3:
         return contextlib.nullcontext()
-    return deepspeed.zero.GatheredParameters(list(params or engine.module.parameters()), modifier_rank=None)
+    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
 
 def full_state_dict(engine) -> dict[str, torch.Tensor] | None:

@@ -29,14 +29,10 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800
 
 def matrix_params(module: nn.Module) -> int:
     """Parameters that take part in matmuls (no norms, biases or position tables)."""
-    return (
-        sum(
-            param_numel(p)
-            for name, p in module.named_parameters()
-            if p.dim() >= 2 and "positional_embedding" not in name and "embed_tokens" not in name
-        )
-        if module is not None
-        else 0
+    return sum(
+        param_numel(p)
+        for name, p in module.named_parameters()
+        if p.dim() >= 2 and "positional_embedding" not in name and "embed_tokens" not in name
     )
 
 

@@ -25,7 +25,6 @@ from pipeline import engine as ds
 from pipeline.config import ConfigError, save_config
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
-from pipeline.data.shards import expand_urls
 from pipeline.flops import FlopModel, device_peak_flops
 from pipeline.generate import greedy, prompt_length
 from pipeline.metrics import MetricsLogger, NullLogger
@@ -132,30 +131,12 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         t = cfg.train
         self.accumulation = t.accumulation(dist.world_size)
-        self.dtype_name = ds.precision(cfg, dist.device)
-        if self.dtype_name != t.precision:
+        dtype_name = ds.precision(cfg, dist.device)
+        if dtype_name != t.precision:
             log.warning("no CUDA device: training in fp32 (train.precision=%s applies on GPUs)", t.precision)
-        expand_urls(cfg.data.shards)  # shards that match no file fail here, naming the key
         resume_from = self._resume_point()
-
-        _seed(cfg.run.seed)  # the same initial weights on every rank
         self.tokenizer = _tokenizer(cfg.model.tokenizer)
-        model = QwenVL.from_config(cfg.model, cfg.data.image_size, self.tokenizer)
-        if resume_from is None and t.init_from:
-            _load_init(model, t.init_from)
-        self.groups = freeze(model, t.trainable)
-        self.flop_model = FlopModel.of(model, t.trainable)
-        self.llm_config = model.llm.config
-        groups = param_groups(model, t.optimizer)
-        optimizer = torch.optim.AdamW(
-            groups, lr=t.optimizer.lr, betas=tuple(t.optimizer.betas), eps=t.optimizer.eps
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t.optimizer, t.max_steps))
-        ds_config = ds.deepspeed_config(cfg, dist.world_size, self.llm_config.hidden_size, self.dtype_name)
-        self.engine = ds.build_engine(model, optimizer, scheduler, ds_config)
-        self.zero3 = ds.zero_stage(self.engine) == 3
-
-        self.loader = build_loader(
+        self.loader = build_loader(  # before the model: shards that match no file fail here, naming the key
             cfg.data,
             Formatter(self.tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length),
             image_transform(cfg.model.vision, cfg.data.image_size),
@@ -164,6 +145,23 @@ class Trainer:
             dist.rank,
             dist.world_size,
         )
+
+        _seed(cfg.run.seed)  # the same initial weights on every rank
+        model = QwenVL.from_config(cfg.model, cfg.data.image_size, self.tokenizer)
+        if resume_from is None and t.init_from:
+            _load_init(model, t.init_from)
+        freeze(model, t.trainable)
+        self.flop_model = FlopModel.of(model, t.trainable)
+        self.llm_config = model.llm.config
+        groups = param_groups(model, t.optimizer)
+        optimizer = torch.optim.AdamW(
+            groups, lr=t.optimizer.lr, betas=tuple(t.optimizer.betas), eps=t.optimizer.eps
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t.optimizer, t.max_steps))
+        ds_config = ds.deepspeed_config(cfg, dist.world_size, self.llm_config.hidden_size, dtype_name)
+        self.engine = ds.build_engine(model, optimizer, scheduler, ds_config)
+        self.zero3 = ds.zero_stage(self.engine) == 3
+
         self.step, run_id = 0, None
         if resume_from is not None:
             trainer, rank_state = checkpoint.load(self.engine, resume_from)

@@ -38,9 +38,8 @@ def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, fro
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     t.train()
     for name, param in model.named_parameters():
-        group = name.split(".")[0]
-        same = torch.equal(param, before[name])
-        assert same if group in frozen else True, f"{name} of a frozen group changed"
+        if name.split(".")[0] in frozen:
+            assert torch.equal(param, before[name]), f"{name} of a frozen group changed"
     for group in {"vision", "adapter", "llm"} - frozen:
         assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(group))
     state = t.engine.optimizer.optimizer.state.values()  # ZeRO's flat fp32 partition of the trainable ones
