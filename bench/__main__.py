@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["tiny_step", "world", "loader", "prep"]
+BENCHMARKS = ["tiny_step", "world", "loader", "prep", "train"]
 OUT = Path("runs/bench")
 
 

@@ -172,3 +172,29 @@ def shutdown() -> None:
 def param_numel(param: nn.Parameter) -> int:
     """The full size of a parameter, also when ZeRO-3 has partitioned it away."""
     return getattr(param, "ds_numel", param.numel())
+
+
+def state_bytes(engine) -> dict[str, int]:
+    """This rank's bytes of parameters and of optimizer state (master weights and moments), each storage
+    counted once: what ZeRO partitions over ranks (ZeRO-3 keeps only a partition of each parameter)."""
+    seen: set[int] = set()
+
+    def total(tensors) -> int:
+        size = 0
+        for tensor in tensors:
+            storage = tensor.untyped_storage()
+            if storage.nbytes() and storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                size += storage.nbytes()
+        return size
+
+    params = total(getattr(p, "ds_tensor", p) for p in engine.module.parameters())
+    zero = engine.optimizer
+    inner = getattr(zero, "optimizer", zero)  # the torch optimizer under ZeRO's wrapper
+    masters = (  # fp32 partitions: ZeRO-3 hands them to the torch optimizer only during its step
+        getattr(zero, "fp32_partitioned_groups_flat", None)
+        or getattr(zero, "single_partition_of_fp32_groups", None)
+        or [p for group in inner.param_groups for p in group["params"]]
+    )
+    moments = [v for s in inner.state.values() for v in s.values() if torch.is_tensor(v)]  # after a step
+    return {"param_bytes": params, "optimizer_bytes": total([*masters, *moments])}

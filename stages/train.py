@@ -221,6 +221,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
                 if self.step % self.cfg.logging.log_every == 0 or self.step == 1:
                     log.info(_console(row, t.max_steps))
+                if self.step == 1:  # the optimizer's moments exist from its first step on
+                    log.info(_held(self.engine))
                 every = self.cfg.logging.sample_every
                 if every and (self.step % every == 0 or self.step == t.max_steps):
                     self._samples(batch)
@@ -354,6 +356,12 @@ def _load_init(model: QwenVL, path: str) -> None:
     except ValueError as e:
         raise ConfigError(f"key 'train.init_from': {e}") from None
     log.info("initialised from %s", path)
+
+
+def _held(engine) -> str:
+    held = {k: v / 2**20 for k, v in ds.state_bytes(engine).items()}
+    return (f"ZeRO-{ds.zero_stage(engine)}: rank 0 holds {held['param_bytes']:.1f} MiB of parameters and "
+            f"{held['optimizer_bytes']:.1f} MiB of optimizer state")  # fmt: skip
 
 
 def _memory_gb(device: torch.device) -> float:

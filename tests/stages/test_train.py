@@ -45,6 +45,11 @@ def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, fro
     state = t.engine.optimizer.optimizer.state.values()  # ZeRO's flat fp32 partition of the trainable ones
     trainable = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] not in frozen)
     assert sum(s["exp_avg"].numel() for s in state) == trainable
+    # fp32: every weight once; a master copy and two moments per trainable one
+    held = ds.state_bytes(t.engine)
+    everything = sum(p.numel() for p in model.parameters())
+    assert held["param_bytes"] == pytest.approx(4 * everything, rel=0.01)
+    assert held["optimizer_bytes"] == pytest.approx(12 * trainable, rel=0.01)
 
 
 def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
