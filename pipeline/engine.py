@@ -28,7 +28,7 @@ import deepspeed  # noqa: E402
 from deepspeed.accelerator import get_accelerator  # noqa: E402
 
 log = logging.getLogger(__name__)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+MIN_REDUCE_BUCKET = 2**24  # elements
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,9 @@ def deepspeed_config(cfg: StageConfig, world_size: int, hidden_size: int, dtype:
         "gradient_clipping": t.optimizer.grad_clip,
         "bf16.enabled": dtype == "bf16",
         "fp16.enabled": dtype == "fp16",
-        "zero_optimization.reduce_bucket_size": hidden_size * hidden_size,
+        # HF's hidden^2, but never below 16M elements: a tiny model's many small buckets cost more
+        # (Python and a collective per bucket) than they overlap
+        "zero_optimization.reduce_bucket_size": max(hidden_size * hidden_size, MIN_REDUCE_BUCKET),
         "zero_optimization.stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
         "zero_optimization.stage3_param_persistence_threshold": 10 * hidden_size,
     }

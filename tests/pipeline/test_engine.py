@@ -24,7 +24,8 @@ def test_auto_values_come_from_train():
     ) == (32, 4, 4)
     assert ds["gradient_clipping"] == 1.0 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
     assert ds["zero_optimization"]["stage"] == 3
-    assert ds["zero_optimization"]["reduce_bucket_size"] == 64 * 64
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 2**24  # the floor, not 64 * 64
+    assert deepspeed_config(cfg, 2, 8192, "bf16")["zero_optimization"]["reduce_bucket_size"] == 8192**2
     assert "auto" not in json.dumps(ds)
 
 
