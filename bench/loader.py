@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import AutoTokenizer
-from webdataset.tariterators import tarfile_samples
 
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
-from pipeline.data.shards import expand_urls
+from pipeline.data.shard_format import expand_urls, read_shards
 from pipeline.model.vision import image_transform
 from pipeline.schema import StageConfig
 from tests.shards import world_samples, write_shards
@@ -39,7 +38,7 @@ def run() -> dict:
             next(it)
         loader_rate = BATCHES * BATCH / (time.perf_counter() - start)
 
-        images = [raw["jpg"] for raw in tarfile_samples([{"url": u} for u in expand_urls(shards)])]
+        images = [raw["jpg"] for raw in read_shards(expand_urls(shards))]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a dataloader worker
         start = time.perf_counter()

@@ -19,7 +19,6 @@ import open_clip
 import ray
 import torch
 from safetensors.torch import save_file
-from webdataset.tariterators import tarfile_samples
 
 from data_prep.clip_score import ClipScorer
 from data_prep.clip_train import TrainConfig
@@ -27,6 +26,7 @@ from data_prep.config import PrepConfig
 from data_prep.engine import clip_threads
 from data_prep.engine import run as prep
 from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.data.shard_format import read_shards
 
 PAIRS = 1500
 
@@ -52,7 +52,7 @@ def run() -> dict:
         clip_rate = scored["clip"]["scored"] / seconds["clip"]
 
         # baseline: the images the CLIP stage scored (as written to the shards), the same scorer, one loop
-        samples = [s for url in scored["shards"] for s in tarfile_samples([{"url": url}]) if "jpg" in s]
+        samples = [s for s in read_shards(scored["shards"]) if "jpg" in s]
         images, captions = [s["jpg"] for s in samples], [s["txt"].decode() for s in samples]
         threads = torch.get_num_threads()
         actor_threads = clip_threads(int(ray.cluster_resources()["CPU"]), cfg.filters.clip.workers)

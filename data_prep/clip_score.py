@@ -7,7 +7,6 @@ folder holds the weights (safetensors) and ``scorer.json`` with the image size a
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from PIL import Image
 from safetensors import SafetensorError
 
 from data_prep.config import ClipFilter
 from pipeline.config import CONFIG_ROOT, ConfigError
+from pipeline.data.shard_format import open_image
 
 open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
 # an unknown tag, weights of another arch, bytes that are not safetensors
@@ -89,7 +88,7 @@ class ClipScorer:
         self.tokenizer = open_clip.get_tokenizer(cfg.arch)
 
     def pixels(self, image_bytes: list[bytes]) -> torch.Tensor:
-        return torch.stack([self.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in image_bytes])
+        return torch.stack([self.preprocess(open_image(b)) for b in image_bytes])
 
     @torch.no_grad()
     def score_pixels(self, pixels: torch.Tensor, captions: list[str]) -> np.ndarray:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from data_prep.config import PrepConfig
 from data_prep.sources import error, sample_key
+from pipeline.data.shard_format import read_shard
 
 log = logging.getLogger("data_prep")
 
@@ -90,17 +91,16 @@ def read_download(spec: dict) -> Iterator[dict]:
                 f"shard {spec['shard']:05d} row {i}", "download_shard_failed", "img2dataset failed the shard"
             )
         return
-    from webdataset.tariterators import tarfile_samples
-
     table = pq.read_table(spec["parquet"], columns=["key", "url", "caption", "status", "error_message"])
-    images = {}
-    for raw in tarfile_samples([{"url": spec["tar"]}]):
-        images[raw["__key__"]] = raw.get("jpg")
+    members = {raw["__key__"]: raw for raw in read_shard(spec["tar"])}
     for position, row in enumerate(table.to_pylist()):
+        raw = members.get(row["key"], {})
         if row["status"] != "success":
             yield error(row["url"], error_kind(row["error_message"]), f"{row['url']}: {row['error_message']}")
-        elif images.get(row["key"]) is None:
+        elif "__error__" in raw:
+            yield error(row["url"], "bad_member", f"{row['url']}: {raw['__error__']} in {spec['tar']}")
+        elif raw.get("jpg") is None:
             yield error(row["url"], "download_error", f"{row['url']}: not in {spec['tar']}")
         else:
             yield {"key": sample_key(spec["part"], position), "source_id": row["url"],
-                   "image": images[row["key"]], "caption": row["caption"] or "", "meta": {}}  # fmt: skip
+                   "image": raw["jpg"], "caption": row["caption"] or "", "meta": {}}  # fmt: skip

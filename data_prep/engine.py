@@ -44,6 +44,7 @@ from data_prep.stats import (
     new_stats,
     quality,
 )
+from pipeline.data.shard_format import needs_conversion, sample_record, viewable_rgb, write_shard
 
 log = logging.getLogger("data_prep")
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,17 +196,22 @@ _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 def _fit(
     data: bytes, image: Image.Image, info: F.ImageInfo, max_side: int, quality: int
 ) -> tuple[bytes, str]:
-    """Keep the bytes when the image fits and is jpg/png/webp; otherwise resize (longer side <= max_side)
-    and re-encode as JPEG. ``image`` may be decoded at a reduced scale already (``F.decode``)."""
+    """Keep the bytes when they already show upright 8-bit pixels that fit, as jpg/png/webp; otherwise
+    write the image a viewer shows (``viewable_rgb``), resized so the longer side <= max_side: PNG stays
+    PNG, the rest becomes JPEG. ``image`` may be decoded at a reduced scale already (``F.decode``)."""
     ext = _FORMATS.get(info.format)
-    if max(info.width, info.height) <= max_side and ext is not None:
+    fits = max(info.width, info.height) <= max_side
+    if fits and ext is not None and not needs_conversion(image):
         return data, ext
     scale = min(1.0, max_side / max(info.width, info.height))
     size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-    rgb = image.convert("RGB")
+    rgb = viewable_rgb(image)
     if rgb.size != size:  # area averaging, as img2dataset's INTER_AREA: 2.3x faster than bicubic (dev/LOG.md)
         rgb = rgb.resize(size, Image.Resampling.BOX)
     buffer = io.BytesIO()
+    if info.format == "PNG":
+        rgb.save(buffer, format="PNG")
+        return buffer.getvalue(), "png"
     rgb.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue(), "jpg"
 
@@ -247,22 +253,16 @@ class ClipStage:
 def shard_sample(sample: dict) -> dict:
     meta = sample["meta"]
     out = {"source_id": sample["source_id"], "lang": sample.get("lang")}
-    if sample["image"] is not None:
-        out["original_width"], out["original_height"] = sample["original_size"]
-        out["clip_score"] = sample.get("clip_score")
-        out["tasks"] = meta.get("tasks") or {}
-    else:
+    if sample["image"] is None:
         out.update({k: meta[k] for k in ("text", "messages") if k in meta})
-    record = {"__key__": sample["key"], "json": json.dumps(out, ensure_ascii=False).encode("utf-8")}
-    if sample["image"] is not None:
-        record[sample["ext"]] = sample["image"]
-        record["txt"] = sample["caption"].encode("utf-8")
-    return record
+        return sample_record(sample["key"], out)
+    out["original_width"], out["original_height"] = sample["original_size"]
+    out["clip_score"] = sample.get("clip_score")
+    out["tasks"] = meta.get("tasks") or {}
+    return sample_record(sample["key"], out, sample["caption"], sample["image"], sample["ext"])
 
 
 def write_part(batch: dict, cfg: PrepConfig) -> dict:
-    import webdataset as wds
-
     out = Path(cfg.output_dir)
     summaries = []
     for spec, payload in zip(batch["spec"], batch["payload"], strict=True):
@@ -274,10 +274,9 @@ def write_part(batch: dict, cfg: PrepConfig) -> dict:
         shard = out / "shards" / f"{part:06d}.tar"
         # a worker of a killed run can outlive its driver for a moment: temporary names never collide
         tmp = shard.with_suffix(f".tar.{os.getpid()}.tmp")
-        with wds.TarWriter(str(tmp)) as writer:
-            for sample in samples:
-                writer.write(shard_sample(sample))
-                count_outcome(s, sample, "kept")
+        write_shard(tmp, (shard_sample(sample) for sample in samples))
+        for sample in samples:
+            count_outcome(s, sample, "kept")
         os.replace(tmp, shard)
         s["kept"] = len(samples)
         s["seconds"]["write"] = time.perf_counter() - start

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from pipeline.data.shard_format import orientation
+
 # -- text cleaning -------------------------------------------------------------------------------------------
 _INLINE_TAG = re.compile(
     r"</?(?:a|b|i|u|em|strong|span|font|sub|sup|small|mark)(?:\s[^<>]{0,200})?>", re.IGNORECASE
@@ -62,9 +64,13 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[Image.Image, Image
 
     With ``max_side``, a JPEG larger than that is decoded at a reduced DCT scale (1/2, 1/4 or 1/8, never below
     ``max_side``): the whole bitstream is still read, at a fraction of the cost of a full decode and resize.
-    The info is always the original size and format."""
+    The info is the original size as a viewer shows it (EXIF rotation applied) and the format; the image is
+    as stored (``viewable_rgb`` turns it upright)."""
     image = Image.open(io.BytesIO(data))
-    info = ImageInfo(image.width, image.height, image.format or "")
+    width, height = image.size
+    if orientation(image) in (5, 6, 7, 8):  # rotated by 90 degrees on display
+        width, height = height, width
+    info = ImageInfo(width, height, image.format or "")
     if max_side and image.format == "JPEG" and max(image.size) > max_side:
         scale = max_side / max(image.size)
         image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))

@@ -24,13 +24,11 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from braceexpand import braceexpand
-
 from data_prep.config import PrepConfig
+from pipeline.data.shard_format import Skip, expand_urls, parse, read_shard
 
 log = logging.getLogger("data_prep")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 
 def sample_key(part: int, position: int) -> str:
@@ -49,7 +47,7 @@ def plan_parts(cfg: PrepConfig) -> list[dict]:
     if cfg.source == "folder":
         return _folder_parts(Path(cfg.input), cfg.samples_per_shard)
     if cfg.source == "wds":
-        return [{"part": i, "url": url} for i, url in enumerate(_expand(cfg.input))]
+        return [{"part": i, "url": url} for i, url in enumerate(expand_urls(cfg.input, key="input"))]
     if cfg.source == "laion":
         from data_prep.download import download
 
@@ -73,14 +71,6 @@ def read_part(cfg: PrepConfig, spec: dict) -> Iterator[dict]:
         yield from read_download(spec)
     elif cfg.source == "llava":
         yield from _read_llava(cfg, spec)
-
-
-def _expand(spec: str) -> list[str]:
-    urls = [u for part in spec.split("::") for u in braceexpand(part.strip())]
-    missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not Path(u).is_file()]
-    if missing:
-        raise FileNotFoundError(f"key 'input': {len(missing)} shard(s) not found, first {missing[0]}")
-    return urls
 
 
 # -- synthetic: the world written as a folder with sidecars ------------------------------------------------
@@ -190,41 +180,27 @@ def _meta(meta: dict) -> dict:
 
 # -- wds: existing webdataset shards -----------------------------------------------------------------------
 def _read_wds(url: str, part: int) -> Iterator[dict]:
-    from webdataset.tariterators import tarfile_samples
-
-    errors: list[Exception] = []
-
-    def handler(e: Exception) -> bool:
-        errors.append(e)
-        return False  # stop this shard: its remainder cannot be counted
-
     position = 0
-    for raw in tarfile_samples([{"url": url}], handler=handler):
-        key = sample_key(part, position)
-        position += 1
-        source_id = f"{url}#{raw['__key__']}"
-        try:
-            meta = json.loads(raw["json"]) if "json" in raw else {}
-            caption = raw["txt"].decode("utf-8") if "txt" in raw else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            yield error(source_id, "bad_metadata", f"{source_id}: {e}")
-            continue
-        image_key = next((k for k in WDS_IMAGE_KEYS if k in raw), None)
-        if image_key is None:
-            yield _text_only(meta, source_id, key)
-            continue
-        caption = caption if caption is not None else (meta or {}).get("caption")
-        if caption is None:
-            yield error(source_id, "missing_caption", f"{source_id}: no .txt and no 'caption' in .json")
-            continue
-        yield {
-            "key": key,
-            "source_id": source_id,
-            "image": raw[image_key],
-            "caption": caption,
-            "meta": _meta(meta),
-        }
-    for e in errors:
+    try:
+        for raw in read_shard(url):
+            key = sample_key(part, position)
+            position += 1
+            source_id = f"{url}#{raw['__key__']}"
+            try:
+                sample = parse(raw)
+            except Skip as e:  # a repeated member, unreadable metadata: this sample only
+                yield error(source_id, e.reason, str(e))
+                continue
+            if sample.image is None:
+                yield _text_only(sample.meta, source_id, key)
+                continue
+            caption = sample.caption if sample.caption is not None else sample.meta.get("caption")
+            if caption is None:
+                yield error(source_id, "missing_caption", f"{source_id}: no .txt and no 'caption' in .json")
+                continue
+            yield {"key": key, "source_id": source_id, "image": sample.image, "caption": caption,
+                   "meta": _meta(sample.meta)}  # fmt: skip
+    except Exception as e:  # a truncated or corrupt tar: what follows cannot be read, nor counted
         yield error(url, "shard_error", f"{url}: {e} (the rest of this shard is not read)")
 
 

@@ -16,12 +16,10 @@ import json
 import re
 import sys
 
-from webdataset.tariterators import tarfile_samples
-
 from pipeline.config import ConfigError, load_config
-from pipeline.data.formats import Example, Formatter, Skip, available_tasks, choose_task, task_rng
+from pipeline.data.formats import Example, Formatter, available_tasks, choose_task, task_rng
 from pipeline.data.loader import read_record
-from pipeline.data.shards import expand_urls
+from pipeline.data.shard_format import Skip, expand_urls, read_shards
 from pipeline.schema import StageConfig
 from pipeline.tokens import IGNORE, IMAGE_PAD, prepare_tokenizer
 
@@ -35,7 +33,7 @@ def inspect_sample(cfg: StageConfig, index: int, task: str | None = None) -> tup
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer)
     prepare_tokenizer(tokenizer)
-    samples = tarfile_samples([{"url": url} for url in expand_urls(cfg.data.shards)])
+    samples = read_shards(expand_urls(cfg.data.shards))
     raw = next(itertools.islice(samples, index, None), None)
     if raw is None:
         raise IndexError(f"--index {index}: data.shards ({cfg.data.shards}) has fewer samples")

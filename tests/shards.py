@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import webdataset as wds
-
 from data_prep.synthetic.world import NoiseRates, WorldConfig, image_bytes, metadata, plan_sample, text_sample
+from pipeline.data.shard_format import sample_record, write_shard
 
 
 def world_samples(num_pairs: int, num_text: int, seed: int = 0) -> list[dict]:
@@ -17,10 +16,8 @@ def world_samples(num_pairs: int, num_text: int, seed: int = 0) -> list[dict]:
     for index in range(num_pairs):
         plan = plan_sample(cfg, index)
         meta = metadata(cfg, plan)
-        samples.append(
-            {"__key__": plan.key, "jpg": image_bytes(cfg, plan), "txt": plan.clean_caption, "json": meta}
-        )
-    samples += [{"__key__": t["key"], "json": t} for t in (text_sample(cfg, i) for i in range(num_text))]
+        samples.append(sample_record(plan.key, meta, plan.clean_caption, image_bytes(cfg, plan), "jpg"))
+    samples += [sample_record(t["key"], t) for t in (text_sample(cfg, i) for i in range(num_text))]
     random.Random(seed).shuffle(samples)
     return samples
 
@@ -30,7 +27,5 @@ def write_shards(samples: list[dict], out: Path, per_shard: int) -> str:
     out.mkdir(parents=True, exist_ok=True)
     count = (len(samples) + per_shard - 1) // per_shard
     for shard in range(count):
-        with wds.TarWriter(str(out / f"{shard:06d}.tar")) as writer:
-            for sample in samples[shard * per_shard : (shard + 1) * per_shard]:
-                writer.write(sample)
+        write_shard(out / f"{shard:06d}.tar", samples[shard * per_shard : (shard + 1) * per_shard])
     return str(out / f"{{000000..{count - 1:06d}}}.tar")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.data.shard_format import Skip
 from pipeline.tokens import IGNORE, special_ids, to_model_text
 
 IMAGE = object()  # segment marker: the image span goes here
@@ -22,14 +23,6 @@ LANGUAGES = {"en": "English", "zh": "Chinese"}
 IMAGE_TASKS = ("caption", "vqa", "grounded_caption", "ref", "ocr")
 
 Segment = tuple[Any, bool]  # (text | token ids | IMAGE, supervised)
-
-
-class Skip(Exception):
-    """A sample that cannot be used; ``reason`` is the counter it is reported under."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass

@@ -5,16 +5,11 @@ whole batches, so a batch is one worker's work and the loader's position is one 
 torchdata's ``StatefulDataLoader`` collects those states after every batch and hands them back to the
 workers on restore, so a restored loader continues with exactly the batches an uninterrupted one would give.
 
-Shard format (written by ``data_prep``): ``<key>.jpg`` (or .jpeg/.png/.webp; absent for text-only samples),
-``<key>.txt`` the cleaned caption, ``<key>.json`` metadata: ``lang``, ``tasks`` (ground truth per task:
-``vqa``, ``ref``, ``grounded_caption``, ``ocr``, ``dialogue``) and, for text-only samples, ``text`` or
-``messages``. Boxes and quads are integers in [0, 1000).
+The shard format: ``pipeline.data.shard_format``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,35 +19,25 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from pipeline.data.formats import Example, Formatter, Record, Skip, choose_task, task_rng
-from pipeline.data.shards import ShardStream, expand_urls
+from pipeline.data.formats import Example, Formatter, Record, choose_task, task_rng
+from pipeline.data.shard_format import Skip, expand_urls, open_image, parse
+from pipeline.data.shards import ShardStream
 from pipeline.schema import DataConfig
 from pipeline.tokens import IGNORE
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 # torchdata 0.11 calls a torch API that torch 2.14 deprecates; harmless, and not the user's to fix.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 
-def read_record(raw: dict) -> tuple[Record, str | None]:
-    """A webdataset sample -> (record, image extension or None). Raises Skip on unreadable metadata."""
-    key = raw["__key__"]
-    try:
-        meta = json.loads(raw["json"]) if "json" in raw else {}
-        caption = raw["txt"].decode("utf-8") if "txt" in raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Skip("bad_metadata", f"sample {key} in {raw.get('__url__')}: {e}") from None
-    if not isinstance(meta, dict):
-        raise Skip("bad_metadata", f"sample {key} in {raw.get('__url__')}: .json is not an object")
-    ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
-    return Record(key, meta, caption, has_image=ext is not None), ext
+def read_record(raw: dict) -> tuple[Record, bytes | None]:
+    """A raw shard sample -> (record, image bytes or None). Raises Skip on a bad member or metadata."""
+    sample = parse(raw)
+    return Record(sample.key, sample.meta, sample.caption, sample.image is not None), sample.image
 
 
 def decode_image(data: bytes, key: str) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return image.convert("RGB")
+        return open_image(data)
     except Exception as e:  # PIL raises many kinds; every one means the same here
         raise Skip("decode_error", f"sample {key}: {e}") from None
 
@@ -142,7 +127,7 @@ class TaskBatches(IterableDataset):
                 examples, images = [], []
 
     def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor | None]:
-        record, ext = read_record(raw)
+        record, image = read_record(raw)
         rng = task_rng(self.seed, raw["__epoch__"], record.key)
         task = choose_task(record, self.cfg.tasks, rng)
         try:
@@ -151,7 +136,7 @@ class TaskBatches(IterableDataset):
             raise Skip("bad_metadata", f"sample {record.key}: {task} ground truth unusable: {e!r}") from None
         if not example.has_image:
             return example, None
-        return example, self.transform(decode_image(raw[ext], record.key))
+        return example, self.transform(decode_image(image, record.key))
 
 
 class Loader:

@@ -14,33 +14,10 @@ import logging
 import math
 import random
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlparse
 
-from braceexpand import braceexpand
-from webdataset.tariterators import tarfile_samples
-
-from pipeline.config import ConfigError
+from pipeline.data.shard_format import read_shard
 
 log = logging.getLogger(__name__)
-
-
-def expand_urls(spec: str) -> list[str]:
-    """``a/{000..009}.tar::b/{0..3}.tar`` -> the list of shard URLs; local files must exist."""
-    urls = [url for part in spec.split("::") if part for url in braceexpand(part)]
-    if not urls:
-        raise ConfigError(f"key 'data.shards': no shard URLs in {spec!r}")
-    missing = [u for u in urls if _is_local(u) and not Path(u).is_file()]
-    if missing:
-        raise ConfigError(
-            f"key 'data.shards': {len(missing)} of {len(urls)} shards not found, first {missing[0]!r} "
-            "(run `make prep` to write them)"
-        )
-    return urls
-
-
-def _is_local(url: str) -> bool:
-    return not url.startswith("pipe:") and urlparse(url).scheme in ("", "file")
 
 
 def epoch_shards(urls: list[str], seed: int, epoch: int, slot: int, slots: int) -> list[str]:
@@ -85,7 +62,7 @@ class ShardStream:
         return self._lists[epoch][index]
 
     def _reader(self, entry: list[int]) -> Iterator[dict]:
-        samples = tarfile_samples([{"url": self._url(entry[0], entry[1])}])
+        samples = read_shard(self._url(entry[0], entry[1]))
         for _ in range(entry[2]):  # restoring: skip what was already read (tar parsing only, no decoding)
             next(samples)
         return samples

@@ -20,7 +20,8 @@ def grid_side(n: int) -> int:
 
 
 def sincos_2d(dim: int, side: int) -> torch.Tensor:
-    """[side*side, dim]: half the channels encode the row, half the column (sin and cos of each)."""
+    """[side*side, dim], cells in row-major order: the first half of the channels encodes the column (x),
+    the second the row (y), each as sines then cosines; Qwen-VL's ``get_2d_sincos_pos_embed`` order."""
     if dim % 4:
         raise ValueError(f"2D sin-cos embedding needs a width divisible by 4, got {dim}")
     freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
@@ -31,7 +32,7 @@ def sincos_2d(dim: int, side: int) -> torch.Tensor:
         angles = pos.reshape(-1, 1) * freqs
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
-    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
 
 
 def resize_grid(pos: torch.Tensor, n: int) -> torch.Tensor:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from webdataset.tariterators import tarfile_samples
 
 from data_prep.config import PrepConfig
 from data_prep.engine import run
 from data_prep.stats import REASONS
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.loader import read_record
+from pipeline.data.shard_format import read_shard, read_shards
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def prep_config(path: Path, *overrides: str) -> PrepConfig:
 
 
 def shard_samples(summary: dict) -> list[dict]:
-    return [s for url in summary["shards"] for s in tarfile_samples([{"url": url}])]
+    return list(read_shards(summary["shards"]))
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,9 @@ def test_shards_hold_clean_resized_samples_the_loader_reads(synthetic):
     assert len(samples) == summary["kept"]
     text_only = 0
     for sample in samples:
-        record, ext = read_record(sample)
+        record, data = read_record(sample)
         meta = record.meta
-        if ext is None:
+        if data is None:
             text_only += 1
             assert meta.get("text") or meta.get("messages")
             continue
@@ -84,11 +84,11 @@ def test_shards_hold_clean_resized_samples_the_loader_reads(synthetic):
         assert record.caption == truth  # html junk is cleaned to the ground truth
         assert meta["lang"] == source["lang"] and meta["tasks"]["vqa"] == source["tasks"]["vqa"]
         assert (meta["original_width"], meta["original_height"]) == (source["width"], source["height"])
-        image = Image.open(io.BytesIO(sample[ext]))
+        image = Image.open(io.BytesIO(data))
         assert max(image.size) <= cfg.max_side
         assert abs(image.width / image.height - source["width"] / source["height"]) < 0.02
     assert text_only > 0
-    keys = [s["__key__"] for s in tarfile_samples([{"url": summary["shards"][0]}])]
+    keys = [s["__key__"] for s in read_shard(summary["shards"][0])]
     assert keys != sorted(keys)  # written in shuffled order
 
 

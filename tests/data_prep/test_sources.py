@@ -1,14 +1,17 @@
 """Sources: laion (img2dataset against a local HTTP server), wds and llava, each through the real prep job."""
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from webdataset.tariterators import tarfile_samples
+from PIL import Image
 
 from data_prep.config import PrepConfig
 from data_prep.download import error_kind
@@ -17,6 +20,7 @@ from data_prep.sources import llava_messages
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.data.formats import available_tasks
 from pipeline.data.loader import read_record
+from pipeline.data.shard_format import read_shards
 from tests.conftest import REPO
 from tests.image_server import SLOW_SECONDS
 from tests.image_server import image_bytes as _image
@@ -57,7 +61,7 @@ def test_laion_preset_downloads_with_img2dataset_and_counts_every_failure(tmp_pa
     assert summary["errors"] == {"http_404": 3, "timeout": 2}
     assert summary["dropped"] == {"decode_error": 2}
     assert summary["kept"] == 12
-    kept = [json.loads(s["json"]) for url in summary["shards"] for s in tarfile_samples([{"url": url}])]
+    kept = [json.loads(s["json"]) for s in read_shards(summary["shards"])]
     assert sorted(m["source_id"] for m in kept) == sorted(u for u in urls if "/ok/" in u)
     assert len(summary["shards"]) == 3  # 19 rows in img2dataset shards of 8
 
@@ -86,7 +90,7 @@ def test_wds_source_keeps_task_metadata_and_text_only_samples(tmp_path, world_sh
     summary = run(cfg)
     assert summary["input"] == 220 and summary["errors"] == {}
     assert len(summary["shards"]) == 9  # one output shard per input shard
-    out = [s for url in summary["shards"] for s in tarfile_samples([{"url": url}])]
+    out = [s for s in read_shards(summary["shards"])]
     records = [read_record(s)[0] for s in out]
     assert sum(not r.has_image for r in records) > 0
     assert any("grounded_caption" in available_tasks(r) for r in records)
@@ -107,9 +111,9 @@ def test_wds_source_counts_a_truncated_shard(tmp_path):
         "filters.dedup.enabled=false",  # the broken shard repeats the good one
     ])  # fmt: skip
     summary = run(cfg)
-    # the cut sample lacks its caption; the unreadable rest of the shard is one error (it cannot be counted)
-    assert summary["errors"] == {"missing_caption": 1, "shard_error": 1}
-    assert summary["kept"] == 6 + 3 and summary["input"] == 9 + 2
+    # the cut sample and the unreadable rest of the shard are one error (they cannot be counted)
+    assert summary["errors"] == {"shard_error": 1}
+    assert summary["kept"] == 6 + 3 and summary["input"] == 9 + 1
     assert any("broken.tar" in e for e in summary["error_examples"])
 
 
@@ -149,15 +153,61 @@ def test_llava_source_becomes_chatml_samples(tmp_path):
     summary = run(cfg)
     assert summary["errors"] == {"missing_file": 1, "bad_metadata": 2}  # missing image; path escape; bad role
     assert summary["kept"] == 2
-    out = {
-        json.loads(s["json"])["source_id"]: s
-        for url in summary["shards"]
-        for s in tarfile_samples([{"url": url}])
-    }
-    record, ext = read_record(out["a"])
-    assert ext == "jpg" and available_tasks(record) == ["caption", "chatml"]
+    out = {json.loads(s["json"])["source_id"]: s for s in read_shards(summary["shards"])}
+    record, image = read_record(out["a"])
+    assert image == out["a"]["jpg"] and available_tasks(record) == ["caption", "chatml"]
     text_record, _ = read_record(out["text"])
     assert available_tasks(text_record) == ["chatml"]
+
+
+def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+def test_prep_writes_what_a_viewer_shows_and_a_repeated_member_costs_one_sample(tmp_path):
+    """Hostile inputs: an EXIF-rotated JPEG, a 16-bit PNG, a transparent PNG, a member name given twice."""
+    stored = Image.new("RGB", (240, 120), (20, 20, 220))
+    stored.paste((220, 20, 20), (0, 0, 120, 120))  # left half red as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 120 x 240, red on top
+    ramp = np.linspace(0, 65535, 160 * 120).reshape(120, 160).astype(np.uint16)
+    clear = Image.new("RGBA", (160, 120), (0, 0, 0, 0))
+    images = {
+        "rotated": (_encoded(stored, "JPEG", quality=95, exif=exif.tobytes()), "jpg"),
+        "deep": (_encoded(Image.fromarray(ramp), "PNG"), "png"),
+        "clear": (_encoded(clear, "PNG"), "png"),
+        "plain": (_image(1), "jpg"),
+    }
+    members = []
+    for i, (name, (data, ext)) in enumerate(images.items()):
+        members += [(f"{name}.{ext}", data), (f"{name}.txt", f"{CAPTION.format('red')} Number {i}.".encode())]
+        if name == "rotated":
+            members.append(("twice.jpg", _image(2)))
+            members.append(("twice.jpg", _image(3)))
+            members.append(("twice.txt", CAPTION.format("blue").encode()))
+    with tarfile.open(tmp_path / "in.tar", "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
+        f"input={tmp_path / 'in.tar'}", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
+    ])  # fmt: skip
+    summary = run(cfg)
+    assert summary["errors"] == {"bad_member": 1} and summary["kept"] == 4  # the samples after it too
+    out = {json.loads(s["json"])["source_id"].split("#")[1]: s for s in read_shards(summary["shards"])}
+    rotated = Image.open(io.BytesIO(out["rotated"]["jpg"]))
+    assert rotated.getexif().get(0x0112, 1) == 1 and rotated.size == (120, 240)
+    pixels = np.asarray(rotated.convert("RGB")).astype(int)
+    assert pixels[30, 60, 0] > 180 and pixels[210, 60, 2] > 180  # red on top, blue below
+    meta = json.loads(out["rotated"]["json"])
+    assert (meta["original_width"], meta["original_height"]) == (120, 240)
+    deep = np.asarray(Image.open(io.BytesIO(out["deep"]["png"])))
+    assert deep.dtype == np.uint8 and deep.ndim == 3 and abs(deep.mean() - 127.5) < 1
+    assert np.asarray(Image.open(io.BytesIO(out["clear"]["png"])).convert("RGB")).min() == 255  # on white
+    assert out["plain"]["jpg"] == images["plain"][0]  # already viewable: the bytes are kept
 
 
 def test_source_without_input_is_a_config_error():

@@ -4,9 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from webdataset.tariterators import tarfile_samples
 
-from pipeline.data.shards import expand_urls
+from pipeline.data.shard_format import expand_urls, read_shards
 from pipeline.inspect import main
 from pipeline.tokens import IGNORE
 
@@ -27,7 +26,7 @@ def run(capsys, stage: int, index: int, shards: str, task: str | None = None) ->
 
 
 def raw_meta(shards: str, index: int) -> dict:
-    raw = next(itertools.islice(tarfile_samples([{"url": u} for u in expand_urls(shards)]), index, None))
+    raw = next(itertools.islice(read_shards(expand_urls(shards)), index, None))
     return json.loads(raw["json"])
 
 

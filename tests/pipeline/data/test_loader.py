@@ -5,10 +5,9 @@ import pytest
 import torch
 import webdataset as wds
 
-from pipeline.config import ConfigError
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
-from pipeline.data.shards import epoch_shards, expand_urls
+from pipeline.data.shards import epoch_shards
 from pipeline.model.vision import image_transform
 from pipeline.schema import DataConfig, VisionConfig
 from pipeline.tokens import IGNORE
@@ -131,6 +130,21 @@ def test_bad_samples_are_skipped_and_counted_by_reason(tmp_path, tokenizer):
     assert skipped["shard_error"] >= 1
 
 
-def test_missing_shards_name_the_config_key(tmp_path):
-    with pytest.raises(ConfigError, match="data.shards.*not found"):
-        expand_urls(str(tmp_path / "{0..3}.tar"))
+def test_a_repeated_member_skips_one_sample_and_the_shard_goes_on(tmp_path, tokenizer):
+    import tarfile
+
+    members = []
+    for i in range(6):
+        members += [(f"s{i}.jpg", _jpeg("red")), (f"s{i}.txt", b"A red image.")]
+        if i == 1:
+            members.append((f"s{i}.jpg", _jpeg("blue")))  # s1 has two images of one name
+    with tarfile.open(tmp_path / "0.tar", "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    it = loader(str(tmp_path / "0.tar"), tokenizer, tasks={"caption": 1.0}, batch=5)
+    keys = [k for b in take(iter(it), 6) for k in b["keys"]]  # 6 epochs: the shard is reopened
+    assert set(keys) == {"s0", "s2", "s3", "s4", "s5"}  # what follows s1 is read
+    skipped = it.stats()["skipped"]
+    assert list(skipped) == ["bad_member"] and skipped["bad_member"] >= 1  # s1, once per opening

@@ -57,3 +57,37 @@ def test_resampler_output_length_is_fixed_and_keys_use_the_resized_query_grid(pa
     assert out.shape == (3, 64, 32)
     assert torch.equal(r.key_pos_embed(patches), resize_grid(sincos_2d(32, 8), patches))
     assert torch.equal(r.key_pos_embed(64), r.pos_embed)
+
+
+def test_sincos_follows_qwen_vl_formula():
+    """Qwen-VL's get_2d_sincos_pos_embed: meshgrid(w, h), so the first half of the channels encodes the
+    column; each half is sin then cos of position * 10000^(-k / (dim / 4))."""
+    dim, side = 16, 5
+    omega = 10000.0 ** (-torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    emb = sincos_2d(dim, side)
+    for row in range(side):
+        for col in range(side):
+            x, y = col * omega, row * omega
+            expected = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()]).float()
+            assert torch.allclose(emb[row * side + col], expected, atol=1e-6), (row, col)
+
+
+def test_resampler_follows_qwen_vl_conventions():
+    torch.manual_seed(0)
+    r = Resampler(num_queries=64, kv_dim=512, dim=256, num_heads=4)
+    assert all(m.eps == 1e-6 for m in r.modules() if isinstance(m, torch.nn.LayerNorm))
+    for weight in (r.kv_proj.weight, r.attn.out_proj.weight, r.query):
+        assert abs(weight.std().item() - 0.02) < 0.002, weight.shape
+    assert not r.attn.out_proj.bias.any() and not r.attn.in_proj_bias.any()
+
+
+def test_keys_carry_their_grid_position():
+    """Attention alone cannot tell patches apart by place; the keys' position embedding must."""
+    torch.manual_seed(0)
+    r = Resampler(num_queries=16, kv_dim=24, dim=32, num_heads=2)
+    patches = torch.randn(1, 64, 24)
+    shuffled = patches[:, torch.randperm(64)]
+    with torch.no_grad():
+        assert not torch.allclose(r(patches), r(shuffled), atol=1e-4)
+        r.key_pos_embed = lambda n: torch.zeros(n, 32)  # what the output would be without it
+        assert torch.allclose(r(patches), r(shuffled), atol=1e-5)
