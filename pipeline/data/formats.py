@@ -33,6 +33,7 @@ class Example:
     labels: list[int]
     has_image: bool
     truncated: bool = False
+    dropped_turns: int = 0  # leading non-user dialogue turns left out, as Qwen-VL's preprocess does
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Formatter:
         self.max_length = max_length
 
     def __call__(self, record: Record, task: str, rng: random.Random) -> Example:
+        self._dropped_turns = 0  # set by _chatml
         segments = getattr(self, f"_{task}")(record, rng)
         ids, labels, image_end = self.encode(segments)
         truncated = len(ids) > self.max_length
@@ -100,7 +102,7 @@ class Formatter:
             ids, labels = ids[: self.max_length], labels[: self.max_length]
         if all(label == IGNORE for label in labels):
             raise Skip("no_target", f"sample {record.key}: nothing left to supervise")
-        return Example(record.key, task, ids, labels, image_end is not None, truncated)
+        return Example(record.key, task, ids, labels, image_end is not None, truncated, self._dropped_turns)
 
     def encode(self, segments: list[Segment]) -> tuple[list[int], list[int], int | None]:
         """Token ids, labels and the end of the image span (None without an image)."""
@@ -155,6 +157,9 @@ class Formatter:
         messages = record.meta.get("messages") or record.meta["tasks"]["dialogue"]
         if messages[0]["role"] != "system":
             messages = [{"role": "system", "content": DEFAULT_SYSTEM}, *messages]
+        if len(messages) > 1 and messages[1].get("role") != "user":  # Qwen-VL's preprocess drops it
+            messages = [messages[0], *messages[2:]]
+            self._dropped_turns = 1
         turns = [(m["role"], self._content(record, m)) for m in messages]
         images = sum(piece is IMAGE for _, content in turns for piece in content)
         if images > 1:

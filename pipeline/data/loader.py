@@ -66,6 +66,9 @@ def collate(examples: list[Example], images: list[torch.Tensor], pad_id: int, im
     }
 
 
+STATS = ("tasks", "skipped", "truncated", "dropped_turns")
+
+
 class TaskBatches(IterableDataset):
     """Batches of one rank; each worker reads its own slot of the shards."""
 
@@ -100,10 +103,10 @@ class TaskBatches(IterableDataset):
         self._stream = ShardStream(
             self.urls, self.seed, slot, self.world_size * workers, self.cfg.open_shards
         )
-        self.stats = {"skipped": Counter(), "tasks": Counter(), "truncated": Counter()}
-        if self._restored and self._restored["stream"]:
-            self._stream.load_state_dict(self._restored["stream"])
-            self.stats = {k: Counter(v) for k, v in self._restored["stats"].items()}
+        restored = self._restored if self._restored and self._restored["stream"] else None
+        if restored:
+            self._stream.load_state_dict(restored["stream"])
+        self.stats = {name: Counter(restored["stats"].get(name, {}) if restored else {}) for name in STATS}
         examples: list[Example] = []
         images: list[torch.Tensor] = []
         for raw in self._stream:
@@ -118,6 +121,8 @@ class TaskBatches(IterableDataset):
             self.stats["tasks"][example.task] += 1
             if example.truncated:
                 self.stats["truncated"][example.task] += 1
+            if example.dropped_turns:
+                self.stats["dropped_turns"][example.task] += example.dropped_turns
             if len(examples) == self.batch_size:
                 batch = collate(examples, images, self.formatter.ids.pad, self.cfg.image_size)
                 if self._stream.shard_errors:
@@ -161,8 +166,9 @@ class Loader:
             yield batch
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Samples per task, skipped samples per reason and truncated samples per task, over all workers."""
-        total: dict[str, Counter] = {"tasks": Counter(), "skipped": Counter(), "truncated": Counter()}
+        """Over all workers: samples per task, skipped samples per reason, truncated samples per task and
+        dialogue turns dropped per task (a leading assistant turn, as Qwen-VL's ``preprocess`` drops it)."""
+        total: dict[str, Counter] = {name: Counter() for name in STATS}
         for stats in self._stats.values():
             for name, counts in stats.items():
                 total[name].update(counts)

@@ -24,6 +24,8 @@ def qwen_vl_preprocess(messages: list[dict], tokenizer) -> tuple[list[int], list
     system_message = "You are a helpful assistant."
     if messages[0]["role"] == "system":
         system_message, messages = messages[0]["content"], messages[1:]
+    if roles[messages[0]["role"]] != roles["user"]:  # finetune.py: `source = source[1:]`
+        messages = messages[1:]
     system = [im_start] + tok("system") + nl_tokens + tok(system_message) + [im_end] + nl_tokens
     input_id = list(system)
     target = [im_start] + [IGNORE] * (len(system) - 3) + [im_end] + nl_tokens
@@ -70,13 +72,22 @@ def dialogues() -> list[tuple[Record, list[dict]]]:
     return out
 
 
-def test_chatml_masks_equal_qwen_vl_preprocess_on_200_dialogues(tokenizer):
+def test_chatml_masks_equal_qwen_vl_preprocess_on_240_dialogues(tokenizer):
     fmt = Formatter(tokenizer, Q, max_length=4096)
     samples = dialogues()
     assert len(samples) == 200
     assert sum(len(m) > 3 for _, m in samples) > 150  # mostly multi-turn
+    opener = {"role": "assistant", "content": "Hello! Ask me about the picture."}
+    for record, messages in samples[90:130]:  # 40 that open with an assistant turn, with and without image
+        dialogue = (
+            [opener, *messages] if messages[0]["role"] != "system" else [messages[0], opener, *messages[1:]]
+        )
+        samples.append(
+            (Record(f"{record.key}-opener", {"messages": dialogue}, None, record.has_image), dialogue)
+        )
     for record, messages in samples:
         example = fmt(record, "chatml", random.Random(0))
         ids, labels = qwen_vl_preprocess(messages, tokenizer)
         assert example.input_ids == ids, record.key
         assert example.labels == labels, record.key
+        assert example.dropped_turns == record.key.endswith("-opener"), record.key

@@ -130,6 +130,22 @@ def test_bad_samples_are_skipped_and_counted_by_reason(tmp_path, tokenizer):
     assert skipped["shard_error"] >= 1
 
 
+def test_a_leading_assistant_turn_is_dropped_and_counted(tmp_path, tokenizer):
+    opener = {"role": "assistant", "content": "Hi, what can I do for you?"}
+    turns = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."}]
+    samples = [
+        {"__key__": f"d{i}", "json": {"messages": ([opener] if i % 2 else []) + turns}} for i in range(8)
+    ]
+    with wds.TarWriter(str(tmp_path / "0.tar")) as w:
+        for s in samples:
+            w.write(s)
+    it = loader(str(tmp_path / "0.tar"), tokenizer, tasks={"chatml": 1.0}, batch=4)
+    batches = take(iter(it), 2)
+    openers = sum(int(k[1:]) % 2 for b in batches for k in b["keys"])
+    assert it.stats()["dropped_turns"] == {"chatml": openers} and openers > 0
+    assert it.stats()["skipped"] == {}
+
+
 def test_a_repeated_member_skips_one_sample_and_the_shard_goes_on(tmp_path, tokenizer):
     import tarfile
 
