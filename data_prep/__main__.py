@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     try:
         summary = run(cfg)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except ConfigError as e:  # anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     except InvariantError as e:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from data_prep.config import PrepConfig
 from data_prep.sources import error, sample_key
+from pipeline.config import ConfigError
 from pipeline.data.shard_format import read_shard
 
 log = logging.getLogger("data_prep")
@@ -27,12 +28,12 @@ def input_rows(cfg: PrepConfig) -> int:
     path = Path(cfg.input)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
-        raise FileNotFoundError(f"key 'input': no parquet file at {path}")
+        raise ConfigError(f"key 'input': no parquet file at {path}")
     for f in files:
         names = pq.read_schema(f).names
         for key, column in (("url_col", cfg.download.url_col), ("caption_col", cfg.download.caption_col)):
             if column not in names:
-                raise ValueError(f"{f}: no column {column!r} (key 'download.{key}'); columns: {names}")
+                raise ConfigError(f"{f}: no column {column!r} (key 'download.{key}'); columns: {names}")
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 

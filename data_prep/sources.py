@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from data_prep.config import PrepConfig
+from pipeline.config import ConfigError
 from pipeline.data.shard_format import Skip, expand_urls, parse, read_shard
 
 log = logging.getLogger("data_prep")
@@ -88,8 +89,8 @@ def _synthetic_raw(cfg: PrepConfig) -> Path:
         if (done["num_samples"], done["seed"]) == (cfg.num_samples, cfg.seed):
             log.info("synthetic world already at %s (%d pairs, seed %d)", out, cfg.num_samples, cfg.seed)
             return out
-        raise FileExistsError(
-            f"{world}: a world with num_samples={done['num_samples']} seed={done['seed']} is there; "
+        raise ConfigError(
+            f"key 'output_dir': {world}: a world with num_samples={done['num_samples']} seed={done['seed']} is there; "
             f"use another output_dir or delete it"
         )
     generate(WorldConfig(num_samples=cfg.num_samples, seed=cfg.seed), out)
@@ -102,7 +103,7 @@ def _synthetic_raw(cfg: PrepConfig) -> Path:
 # -- folder: images with same-stem .txt captions (and optional .json metadata), optional text.jsonl --------
 def _folder_parts(root: Path, per: int) -> list[dict]:
     if not root.is_dir():
-        raise FileNotFoundError(f"key 'input': folder {root} not found")
+        raise ConfigError(f"key 'input': folder {root} not found")
     images = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     text_lines = _count_lines(root / "text.jsonl")
     num_parts = max(1, math.ceil(len(images) / per))
@@ -210,9 +211,9 @@ def _llava_entries(path: str) -> list:
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"key 'input': cannot read LLaVA JSON {path}: {e}") from None
+        raise ConfigError(f"key 'input': cannot read LLaVA JSON {path}: {e}") from None
     if not isinstance(entries, list):
-        raise ValueError(f"key 'input': {path} must hold a JSON list of samples")
+        raise ConfigError(f"key 'input': {path} must hold a JSON list of samples")
     return entries
 
 

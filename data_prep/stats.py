@@ -6,7 +6,7 @@ error (under its kind). Histograms use fixed bins so that parts add up without k
 
 from __future__ import annotations
 
-import math
+import functools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -40,12 +40,21 @@ class Bins:
     hi: float
     count: int
 
-    def index(self, value: float) -> int:  # values outside [lo, hi) fall into the end bins
-        i = math.floor((value - self.lo) / (self.hi - self.lo) * self.count)
+    def index(self, value: float) -> int:
+        """The bin between the two edges() that hold ``value``; values outside [lo, hi) fall into the end
+        bins. Searching the edges (not flooring a quotient) keeps a value on an edge in the bin it opens."""
+        i = int(np.searchsorted(self.edges(), value, side="right")) - 1
         return min(self.count - 1, max(0, i))
 
     def edges(self) -> np.ndarray:
-        return np.linspace(self.lo, self.hi, self.count + 1)
+        return _edges(self.lo, self.hi, self.count)
+
+
+@functools.cache
+def _edges(lo: float, hi: float, count: int) -> np.ndarray:
+    edges = np.linspace(lo, hi, count + 1)
+    edges.flags.writeable = False
+    return edges
 
 
 HISTOGRAMS = {

@@ -78,7 +78,7 @@ def test_laion_input_without_the_url_column_names_the_key(tmp_path):
     pq.write_table(pa.table({"url": ["http://x/1"], "TEXT": ["a"]}), tmp_path / "p.parquet")
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "laion.yaml",
                       [f"input={tmp_path / 'p.parquet'}", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
-    with pytest.raises(ValueError, match="download.url_col"):
+    with pytest.raises(ConfigError, match="download.url_col"):
         run(cfg)
 
 

@@ -52,6 +52,13 @@ def test_best_threshold_reports_precision_at_the_given_prevalence():
 
 
 @pytest.mark.parametrize("name", sorted(HISTOGRAMS))
-def test_bins_are_ordered(name):
-    edges = HISTOGRAMS[name].edges()
-    assert (np.diff(edges) > 0).all() and len(edges) == HISTOGRAMS[name].count + 1
+def test_each_value_lands_in_the_bin_whose_edges_hold_it(name):
+    """The plots draw counts between edges(); index() must put every value between the right two."""
+    bins = HISTOGRAMS[name]
+    edges = bins.edges()
+    values = np.random.default_rng(0).uniform(bins.lo, bins.hi, 5000)
+    values = np.concatenate([values, edges[:-1], edges[:-1] + 1e-9 * (bins.hi - bins.lo)])
+    for v in values:
+        i = bins.index(float(v))
+        assert edges[i] - 1e-9 <= v < edges[i + 1], (v, i)
+    assert len(edges) == bins.count + 1
