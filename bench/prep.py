@@ -25,7 +25,7 @@ from data_prep.clip_train import TrainConfig
 from data_prep.config import PrepConfig
 from data_prep.engine import clip_threads
 from data_prep.engine import run as prep
-from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.config import CONFIG_ROOT, load_config, register_open_clip_configs
 from pipeline.data.shard_format import read_shards
 
 PAIRS = 1500
@@ -35,6 +35,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         arch = TrainConfig.arch
+        register_open_clip_configs()
         model = open_clip.create_model(arch)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "clip.safetensors"))
         common = [f"output_dir={tmp / 'out'}", f"num_samples={PAIRS}", "samples_per_shard=250"]

@@ -18,10 +18,9 @@ from open_clip.transformer import text_global_pool
 from safetensors import SafetensorError
 
 from data_prep.config import ClipFilter
-from pipeline.config import CONFIG_ROOT, ConfigError
+from pipeline.config import ConfigError, register_open_clip_configs
 from pipeline.data.shard_format import open_image
 
-open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
 # an unknown tag, weights of another arch, bytes that are not safetensors
 _LOAD_ERRORS = (RuntimeError, AssertionError, KeyError, SafetensorError)
 
@@ -64,6 +63,7 @@ def _encode_text_cut(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tenso
 
 class ClipScorer:
     def __init__(self, cfg: ClipFilter, scorer_dir: str | Path | None = None) -> None:
+        register_open_clip_configs()
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         threshold, kwargs = cfg.threshold, {}

@@ -117,9 +117,9 @@ def train(cfg: TrainConfig, out: Path) -> Path:
     from safetensors.torch import save_file
 
     from data_prep.clip_score import encode_text
-    from pipeline.config import CONFIG_ROOT
+    from pipeline.config import register_open_clip_configs
 
-    open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+    register_open_clip_configs()
     start = time.perf_counter()
     rows = _pairs(cfg.pairs, cfg.world_seed, "train", cfg.image_size, 0.0, cfg.zh_rate)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()

@@ -15,14 +15,14 @@ import open_clip
 
 from data_prep.clip_train import _pairs, best_threshold, pair_scores
 from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
-from pipeline.config import CONFIG_ROOT
+from pipeline.config import register_open_clip_configs
 
 p = argparse.ArgumentParser()
 p.add_argument("scorer_dir")
 p.add_argument("--top", type=int, default=5)
 p.add_argument("--split", choices=("heldout", "train"), default="heldout")
 args = p.parse_args()
-open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+register_open_clip_configs()
 info = json.load(open(f"{args.scorer_dir}/scorer.json"))
 size, train = info["image_size"], info["train"]
 model = open_clip.create_model(

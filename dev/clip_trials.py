@@ -22,9 +22,9 @@ from data_prep.synthetic import text as T
 from data_prep.synthetic.render import render
 from data_prep.synthetic.scene import COLOURS, LOW_CONTRAST, SHAPES
 from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
-from pipeline.config import CONFIG_ROOT
+from pipeline.config import register_open_clip_configs
 
-open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+register_open_clip_configs()
 ARCH, SIZE, PAIRS, HARD = "tiny-ViT-14", int(os.environ.get("CLIP_SIZE", 112)), 5000, 2
 
 

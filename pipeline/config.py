@@ -12,6 +12,7 @@ This module imports nothing heavy (no torch), so data prep and launchers can sha
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+
+
+@functools.cache
+def register_open_clip_configs() -> None:
+    """Make our own open_clip architectures (``configs/model/open_clip``: the tiny default) known next to
+    open_clip's built-in ones; called before an architecture name is resolved, never at import."""
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+
 
 T = TypeVar("T")
 

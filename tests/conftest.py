@@ -53,9 +53,9 @@ def tiny_clip(tmp_path_factory) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.config import CONFIG_ROOT
+    from pipeline.config import register_open_clip_configs
 
-    open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
+    register_open_clip_configs()
     torch.manual_seed(0)
     model = open_clip.create_model("tiny-ViT-14")
     path = tmp_path_factory.mktemp("clip") / "tiny.safetensors"

@@ -9,11 +9,8 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from pipeline.config import CONFIG_ROOT, ConfigError
+from pipeline.config import ConfigError, register_open_clip_configs
 from pipeline.schema import VisionConfig
-
-# Our own architectures (the tiny default) sit next to open_clip's built-in ones.
-open_clip.add_model_config(CONFIG_ROOT / "model" / "open_clip")
 
 
 def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.device = "cpu") -> nn.Module:
@@ -22,6 +19,7 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
     Pretrained weights come from an open_clip tag or a local checkpoint file; a checkpoint made at another
     resolution has its position embedding interpolated by open_clip on load.
     """
+    register_open_clip_configs()
     if cfg.arch not in open_clip.list_models():
         raise ConfigError(f"key 'model.vision.arch': unknown open_clip architecture {cfg.arch!r}")
     if cfg.pretrained and Path(cfg.pretrained).suffix and not Path(cfg.pretrained).is_file():
@@ -46,6 +44,7 @@ def image_transform(cfg: VisionConfig, image_size: int):
     Qwen-VL squashes every image to the square (no crop) with bicubic resampling; the mean and std are the
     pretrained tag's (OpenAI's CLIP values otherwise).
     """
+    register_open_clip_configs()
     model_cfg = open_clip.get_model_config(cfg.arch) or {}
     stats = dict(model_cfg.get("preprocess_cfg", {}))
     if cfg.pretrained and not Path(cfg.pretrained).suffix:

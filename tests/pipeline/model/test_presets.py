@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import CONFIG_ROOT, ConfigError, load_config
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config, register_open_clip_configs
 from pipeline.model.language import build_llm
 from pipeline.model.vision import build_vision_tower
 from pipeline.schema import LLMConfig, ModelConfig, VisionConfig
@@ -48,6 +48,7 @@ def test_llm_loads_from_a_local_folder(tmp_path, tokenizer):
 
 
 def test_vision_tower_loads_a_local_safetensors_checkpoint(tmp_path):
+    register_open_clip_configs()
     clip = open_clip.create_model("tiny-ViT-14")
     path = tmp_path / "clip.safetensors"
     save_file(clip.state_dict(), path)
