@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -82,14 +81,11 @@ def _bare_step_s(cfg: StageConfig, batches: list, accumulation: int) -> float:
 def _zero3_bytes(ranks: int, shards: str, out: Path) -> int:
     """The largest per-rank parameter + optimizer bytes of a ZeRO-3 stage-2 engine on ``ranks`` ranks."""
     result = out / f"bytes-{ranks}.json"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     drop = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks), "--master_port",
-           str(port), "--module", "bench.train", str(result), shards, str(out / f"zero3-{ranks}")]  # fmt: skip
+           str(ds.free_port()), "--module", "bench.train", str(result), shards, str(out / f"zero3-{ranks}")]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")

@@ -51,7 +51,7 @@ def init_distributed() -> Dist:
     if "MASTER_ADDR" not in os.environ and not torch.distributed.is_initialized():  # no launcher
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")  # DeepSpeed reads these
         torch.distributed.init_process_group(
-            backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+            backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
         )
     deepspeed.init_distributed(dist_backend=backend)  # adopts an existing group
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

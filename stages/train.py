@@ -221,7 +221,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
                 if self.step % self.cfg.logging.log_every == 0 or self.step == 1:
                     log.info(_console(row, t.max_steps))
-                if self.step == 1:  # the optimizer's moments exist from its first step on
+                if self.step == 1 and self.dist.main:  # the optimizer's moments exist from step 1 on
                     log.info(_held(self.engine))
                 every = self.cfg.logging.sample_every
                 if every and (self.step % every == 0 or self.step == t.max_steps):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import random
+import tarfile
 from pathlib import Path
 
 from data_prep.synthetic.world import NoiseRates, WorldConfig, image_bytes, metadata, plan_sample, text_sample
@@ -20,6 +22,15 @@ def world_samples(num_pairs: int, num_text: int, seed: int = 0) -> list[dict]:
     samples += [sample_record(t["key"], t) for t in (text_sample(cfg, i) for i in range(num_text))]
     random.Random(seed).shuffle(samples)
     return samples
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A tar of exactly these members, in order (repeated names too, which webdataset's writer refuses)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def write_shards(samples: list[dict], out: Path, per_shard: int) -> str:

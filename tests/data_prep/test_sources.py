@@ -4,7 +4,6 @@ import io
 import json
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +23,7 @@ from pipeline.data.shard_format import read_shards
 from tests.conftest import REPO
 from tests.image_server import SLOW_SECONDS
 from tests.image_server import image_bytes as _image
+from tests.shards import write_tar
 
 pytestmark = pytest.mark.slow
 CAPTION = "A large {} square on a plain beige background."
@@ -187,11 +187,7 @@ def test_prep_writes_what_a_viewer_shows_and_a_repeated_member_costs_one_sample(
             members.append(("twice.jpg", _image(2)))
             members.append(("twice.jpg", _image(3)))
             members.append(("twice.txt", CAPTION.format("blue").encode()))
-    with tarfile.open(tmp_path / "in.tar", "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    write_tar(tmp_path / "in.tar", members)
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
         f"input={tmp_path / 'in.tar'}", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
     ])  # fmt: skip

@@ -11,7 +11,7 @@ from pipeline.data.shards import epoch_shards
 from pipeline.model.vision import image_transform
 from pipeline.schema import DataConfig, VisionConfig
 from pipeline.tokens import IGNORE
-from tests.shards import world_samples, write_shards
+from tests.shards import world_samples, write_shards, write_tar
 
 SIZE = 56  # a 4x4 patch grid keeps the tests fast; the loader does not care
 STAGE2 = {"caption": 19.7, "vqa": 3.6, "grounded_caption": 12.2, "ref": 8.7, "ocr": 24.8, "text": 7.8}
@@ -147,18 +147,12 @@ def test_a_leading_assistant_turn_is_dropped_and_counted(tmp_path, tokenizer):
 
 
 def test_a_repeated_member_skips_one_sample_and_the_shard_goes_on(tmp_path, tokenizer):
-    import tarfile
-
     members = []
     for i in range(6):
         members += [(f"s{i}.jpg", _jpeg("red")), (f"s{i}.txt", b"A red image.")]
         if i == 1:
             members.append((f"s{i}.jpg", _jpeg("blue")))  # s1 has two images of one name
-    with tarfile.open(tmp_path / "0.tar", "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    write_tar(tmp_path / "0.tar", members)
     it = loader(str(tmp_path / "0.tar"), tokenizer, tasks={"caption": 1.0}, batch=5)
     keys = [k for b in take(iter(it), 6) for k in b["keys"]]  # 6 epochs: the shard is reopened
     assert set(keys) == {"s0", "s2", "s3", "s4", "s5"}  # what follows s1 is read

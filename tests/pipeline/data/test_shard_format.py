@@ -1,7 +1,6 @@
 """The shard format both halves share: URLs, reading and writing, and images decoded as a viewer shows them."""
 
 import io
-import tarfile
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from pipeline.data.shard_format import (
     sample_record,
     write_shard,
 )
+from tests.shards import write_tar
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 
@@ -69,17 +69,9 @@ def test_transparency_is_composited_on_white():
     assert rgb.getpixel((1, 1)) == (200, 0, 0) and rgb.getpixel((6, 6)) == (255, 255, 255)
 
 
-def _tar(path, members: list[tuple[str, bytes]]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def test_a_repeated_member_costs_its_sample_only(tmp_path):
     jpg = halves_jpeg(None)
-    _tar(tmp_path / "s.tar", [
+    write_tar(tmp_path / "s.tar", [
         ("a.jpg", jpg), ("a.txt", b"first"),
         ("b.jpg", jpg), ("b.jpg", jpg), ("b.txt", b"second"),  # the same name twice
         ("c.jpg", jpg), ("c.txt", b"third"), ("c.json", b'{"lang": "en"}'),
