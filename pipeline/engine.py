@@ -60,11 +60,26 @@ def init_distributed() -> Dist:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+        _unlink_shm_buffer()
     dist = torch.distributed
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def _free_port() -> int:
+def _unlink_shm_buffer() -> None:
+    """DeepSpeed's CPU all-reduce maps one 64 MB file per rank from /dev/shm and never removes it, not even
+    on a clean exit: a machine that runs many jobs fills its memory with them. Once every rank has mapped
+    every file (the barrier), the names are not needed any more; without them the memory is freed when the
+    last process exits, however it exits (kill -9 included)."""
+    torch.distributed.barrier()
+    name = "_".join(
+        ["deepspeed_allreduce_buffer", str(os.getuid()), os.environ.get("MASTER_ADDR", ""),
+         os.environ.get("MASTER_PORT", ""), str(torch.distributed.get_rank())]
+    )  # fmt: skip
+    (Path("/dev/shm") / name).unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now (for a group of one, or a launcher's --master_port)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -5,13 +5,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.engine import free_port
 from pipeline.metrics import read_metrics
 from tests.conftest import REPO, wait_for
 from tests.shards import world_samples, write_shards
@@ -33,20 +33,22 @@ def _env() -> dict[str, str]:
     }
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def shm_buffers(port: int) -> list[Path]:
+    """The files DeepSpeed's CPU all-reduce maps for the run on this port (64 MB per rank, if left behind)."""
+    return sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
 
-def launch(ranks: int, out: Path, shards: str, *overrides: str, stage: str = "stage1", popen: bool = False):
-    cmd = [*DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(_port()), f"launch/{stage}.py",
+def launch(ranks: int, out: Path, shards: str, *overrides: str, stage: str = "stage1", popen: bool = False,
+           port: int | None = None):  # fmt: skip
+    port = port or free_port()
+    cmd = [*DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(port), f"launch/{stage}.py",
            f"data.shards={shards}", f"run.output_dir={out}", *TINY, *overrides]  # fmt: skip
     if popen:
         return subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert not shm_buffers(port), "a finished run left its shared-memory buffers behind"
     return done.stdout + done.stderr
 
 
@@ -64,12 +66,14 @@ def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_sh
 
     killed = tmp_path / "killed"
     checkpoints = killed / "default" / "stage1" / "checkpoints"
-    proc = launch(ranks, killed, world_shards, *run, popen=True)
+    port = free_port()
+    proc = launch(ranks, killed, world_shards, *run, popen=True, port=port)
     try:
         assert wait_for(lambda: (checkpoints / "latest").is_file(), TIMEOUT), "no checkpoint was written"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
+    assert not shm_buffers(port), "a killed run left its shared-memory buffers behind"
     before = metrics(killed)
     assert len(before) < 8, "the run ended before the kill: nothing to resume"
     # what a kill during a later save leaves: a half-written folder and a half-written pointer
@@ -111,7 +115,7 @@ def test_two_nodes_on_one_machine_match_two_ranks_on_one(tmp_path, world_shards)
     launch(2, tmp_path / "one", world_shards, *run)
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
-    port = _port()
+    port = free_port()
     nodes = [
         subprocess.Popen([*DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--num_nodes", "2", "--node_rank",
                           str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), "launch/stage1.py",
