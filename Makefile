@@ -30,8 +30,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-tokenizer: setup  ## build (or reuse) the offline tokenizer under .cache/tokenizer
-	$(PY) -m data_prep.tokenizer --out .cache/tokenizer
+tokenizer: setup  ## build (or reuse) the offline tokenizer under .cache/tokenizer, from the world's corpus
+	$(PY) -m data_prep.synthetic.corpus --out .cache/corpus.jsonl
+	$(PY) -m pipeline.tokenizer --corpus .cache/corpus.jsonl --out .cache/tokenizer
 
 test: setup tokenizer  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
+from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
 from pipeline.data.shard_format import expand_urls, read_shards
 from pipeline.model.vision import image_transform
 from pipeline.schema import StageConfig
-from tests.shards import world_samples, write_shards
 
 SIZE, BATCH, BATCHES, PAIRS = 448, 8, 40, 240
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline import engine as ds
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.metrics import read_metrics
@@ -29,7 +30,6 @@ from pipeline.model.qwenvl import QwenVL
 from pipeline.optim import freeze
 from pipeline.schema import StageConfig
 from stages.train import Trainer, _tokenizer
-from tests.shards import world_samples, write_shards
 
 STEPS, WARMUP = 14, 4  # optimizer steps of the stage run; the first WARMUP are not timed
 REPO = Path(__file__).resolve().parent.parent

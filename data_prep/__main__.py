@@ -6,10 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from data_prep.config import PrepConfig
-from pipeline.config import ConfigError, load_config, save_config
+from pipeline.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,10 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from data_prep.engine import run
+    from data_prep.job import run
     from data_prep.stats import InvariantError
 
-    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     try:
         summary = run(cfg)
     except ConfigError as e:  # anything else is a bug and keeps its traceback

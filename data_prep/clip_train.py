@@ -33,7 +33,8 @@ from data_prep.synthetic.world import WorldConfig
 
 log = logging.getLogger("data_prep")
 CACHE = Path(os.environ.get("QWENVL_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "clip"
-VERSION = "clip-scorer-v2"  # bump when training changes
+VERSION = "clip-scorer-v3"  # bump when training changes
+THREADS = 2  # torch threads while training and calibrating: the float sums, so the scorer, do not follow the machine
 
 
 @dataclass
@@ -111,15 +112,27 @@ def _pairs(
 
 
 def train(cfg: TrainConfig, out: Path) -> Path:
+    import torch
+
+    from pipeline.config import register_open_clip_configs
+
+    register_open_clip_configs()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _train(cfg, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, out: Path) -> Path:
     import open_clip
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
     from data_prep.clip_score import encode_text
-    from pipeline.config import register_open_clip_configs
 
-    register_open_clip_configs()
     start = time.perf_counter()
     rows = _pairs(cfg.pairs, cfg.world_seed, "train", cfg.image_size, 0.0, cfg.zh_rate)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
@@ -210,7 +223,7 @@ def pair_scores(model, tokenizer, rows: list) -> np.ndarray:
 
 
 def calibrate(model, tokenizer, cfg: TrainConfig) -> dict:
-    """Pick the threshold with the best F1 at ``prevalence`` on held-out clean vs mismatched pairs."""
+    """Pick the threshold on held-out clean vs mismatched pairs at ``prevalence`` (``best_threshold``)."""
 
     def scores(mismatch: float) -> np.ndarray:
         return pair_scores(model, tokenizer, _pairs(cfg.heldout, 99, "heldout", cfg.image_size, mismatch))
@@ -219,15 +232,17 @@ def calibrate(model, tokenizer, cfg: TrainConfig) -> dict:
 
 
 def best_threshold(clean: np.ndarray, bad: np.ndarray, prevalence: float) -> dict:
-    """Scores below the threshold are flagged. Precision is taken at ``prevalence`` (not on the balanced
-    set): P = R*p / (R*p + FPR*(1-p))."""
-    best = {"f1": -1.0}
+    """Scores below the threshold are flagged. The threshold maximises the smaller of precision and recall (the
+    goal asks both of them, and F1's best sits at a precision near 1 with a lower recall), then F1. Precision
+    is taken at ``prevalence`` (not on the balanced set): P = R*p / (R*p + FPR*(1-p))."""
+    best = {"f1": -1.0, "min": -1.0}
     for t in np.unique(np.concatenate([clean, bad])):
         recall, fpr = float((bad < t).mean()), float((clean < t).mean())
         precision = recall * prevalence / max(recall * prevalence + fpr * (1 - prevalence), 1e-12)
         f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        if f1 > best["f1"]:
+        if (min(precision, recall), f1) > (best["min"], best["f1"]):
             best = {
+                "min": min(precision, recall),
                 "f1": f1,
                 "threshold": float(t),
                 "precision": precision,
@@ -235,6 +250,7 @@ def best_threshold(clean: np.ndarray, bad: np.ndarray, prevalence: float) -> dic
                 "clean_fpr": fpr,
             }
     fpr95 = float((clean < np.quantile(bad, 0.95)).mean())
+    best.pop("min")
     return {
         **{k: round(v, 4) for k, v in best.items()},
         "prevalence": prevalence,

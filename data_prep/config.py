@@ -1,6 +1,6 @@
 """Typed schema of a data-prep preset (configs/data/<preset>.yaml).
 
-Filters run in the recipe's order (``FILTER_ORDER``); each has ``enabled`` and its own thresholds.
+Filters run in the recipe's order (``data_prep.chain.CHAIN``); each has ``enabled`` and its own thresholds.
 """
 
 from __future__ import annotations
@@ -8,9 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.config import ConfigError
-
-SOURCES = ("synthetic", "laion", "folder", "wds", "llava")
-FILTER_ORDER = ("text", "decode", "size", "aspect", "language", "dedup", "clip")
 
 
 @dataclass
@@ -107,8 +104,10 @@ class PrepConfig:
     filters: Filters = field(default_factory=Filters)
 
     def __post_init__(self) -> None:
+        from data_prep.sources import SOURCES  # the registry's modules type-hint this config
+
         if self.source not in SOURCES:
-            raise ConfigError(f"key 'source': {self.source!r} is not one of {SOURCES}")
+            raise ConfigError(f"key 'source': {self.source!r} is not one of {tuple(SOURCES)}")
         if self.source != "synthetic" and not self.input:
             raise ConfigError(f"key 'input': required for source {self.source!r}")
         if self.source == "llava" and not self.image_root:

@@ -1,6 +1,6 @@
 """The Qwen-VL stage-1 cleaning rules as small functions: each returns a drop reason or None.
 
-The engine (``data_prep.engine``) applies them in the recipe's order; these functions hold the rules only,
+The chain (``data_prep.chain``) applies them in the recipe's order; these functions hold the rules only,
 so each one is tested on crafted inputs.
 """
 

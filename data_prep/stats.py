@@ -1,4 +1,4 @@
-"""Counting: one stats record per part (``stats/NNNNNN.json``) and the run summary built from them.
+"""Counting: one ``PartStats`` per part (``stats/NNNNNN.json``) and the run's totals built from them.
 
 Every input item ends as exactly one of: kept, dropped (under the reason of the filter that dropped it) or
 error (under its kind). Histograms use fixed bins so that parts add up without keeping per-sample values.
@@ -8,30 +8,11 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# filter -> the drop reasons it gives, in the recipe's order (data_prep.config.FILTER_ORDER)
-REASONS: dict[str, tuple[str, ...]] = {
-    "text": ("text_empty", "text_too_short", "text_too_long"),
-    "decode": ("decode_error",),
-    "size": ("too_small",),
-    "aspect": ("aspect_ratio",),
-    "language": ("charset", "language"),
-    "dedup": ("duplicate",),
-    "clip": ("clip_score",),
-}
-# noise label of the synthetic world -> the drop reasons of the filter meant to catch it
-NOISE_FILTERS: dict[str, tuple[str, ...]] = {
-    "mismatch": REASONS["clip"],
-    "aspect": REASONS["aspect"],
-    "small": REASONS["size"],
-    "language": REASONS["language"],
-    "empty": ("text_empty", "text_too_short"),
-    "duplicate": REASONS["dedup"],
-    "corrupt": REASONS["decode"],
-}
+from data_prep.sample import ReadError, Sample
 
 
 @dataclass(frozen=True)
@@ -63,58 +44,78 @@ HISTOGRAMS = {
     "short_side": Bins(0, 1024, 64),
     "long_side": Bins(0, 2048, 64),
 }
-
-
-def new_stats(part: int) -> dict:
-    return {
-        "part": part,
-        "input": 0,
-        "kept": 0,
-        "dropped": {},
-        "errors": {},
-        "error_examples": [],
-        "noise": {},  # label -> outcome (drop reason or "kept") -> count, for sources with noise labels
-        "cleaning": {},  # label -> changed / recovered / total, from sources with a clean_caption label
-        "histograms": {name: [0] * b.count for name, b in HISTOGRAMS.items()},
-        "languages": {},
-        "seconds": {"filter": 0.0, "clip": 0.0, "write": 0.0},
-        "clip_scored": 0,
-    }
-
-
-def add_hist(stats: dict, name: str, value: float) -> None:
-    stats["histograms"][name][HISTOGRAMS[name].index(value)] += 1
-
-
-def count_outcome(stats: dict, sample: dict, outcome: str) -> None:
-    """Record a sample's fate (a drop reason or "kept") under its noise label, when it has one."""
-    label = sample["meta"].get("noise")
-    if label is not None:
-        by_label = stats["noise"].setdefault(label, {})
-        by_label[outcome] = by_label.get(outcome, 0) + 1
-
-
-def drop(stats: dict, sample: dict, reason: str) -> None:
-    stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
-    count_outcome(stats, sample, reason)
-
-
-def add_error(stats: dict, item: dict) -> None:
-    stats["errors"][item["error"]] = stats["errors"].get(item["error"], 0) + 1
-    if len(stats["error_examples"]) < 5:
-        stats["error_examples"].append(f"{item['error']}: {item['detail']}")
-
-
-def balance(stats: dict) -> int:
-    """input - kept - dropped - errors: zero when nothing was lost."""
-    return stats["input"] - stats["kept"] - sum(stats["dropped"].values()) - sum(stats["errors"].values())
+EXAMPLES = 5  # error lines kept per part
 
 
 class InvariantError(RuntimeError):
     pass
 
 
+@dataclass
+class PartStats:
+    part: int
+    input: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples
+    errors: dict[str, int] = field(default_factory=dict)  # kind -> input items
+    error_examples: list[str] = field(default_factory=list)
+    noise: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> outcome (reason | kept) -> n
+    cleaning: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> total | changed | recovered
+    histograms: dict[str, list[int]] = field(
+        default_factory=lambda: {name: [0] * b.count for name, b in HISTOGRAMS.items()}
+    )
+    languages: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=lambda: {"filter": 0.0, "clip": 0.0, "write": 0.0})
+    clip_scored: int = 0
+    clip_threshold: float | None = None
+    worker: str = ""
+
+    def drop(self, sample: Sample, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.outcome(sample, reason)
+
+    def keep(self, sample: Sample) -> None:
+        self.kept += 1
+        self.outcome(sample, "kept")
+
+    def outcome(self, sample: Sample, outcome: str) -> None:
+        """A labelled sample's fate (a drop reason or "kept") under its noise label."""
+        if sample.noise is not None:
+            by_label = self.noise.setdefault(sample.noise, {})
+            by_label[outcome] = by_label.get(outcome, 0) + 1
+
+    def error(self, item: ReadError) -> None:
+        self.errors[item.kind] = self.errors.get(item.kind, 0) + 1
+        if len(self.error_examples) < EXAMPLES:
+            self.error_examples.append(f"{item.kind}: {item.detail}")
+
+    def hist(self, name: str, value: float) -> None:
+        self.histograms[name][HISTOGRAMS[name].index(value)] += 1
+
+    def cleaned(self, sample: Sample, raw: str, cleaned: str) -> None:
+        """How text cleaning did on a sample whose clean caption is known."""
+        if sample.noise is None or sample.clean_caption is None:
+            return
+        counts = self.cleaning.setdefault(sample.noise, {"total": 0, "changed": 0, "recovered": 0})
+        counts["total"] += 1
+        counts["changed"] += int(bool(cleaned) and cleaned != raw.strip())
+        counts["recovered"] += int(cleaned == sample.clean_caption)
+
+    def balance(self) -> int:
+        """input - kept - dropped - errors: zero when nothing was lost."""
+        return balance(asdict(self))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def balance(stats: dict) -> int:
+    """input - kept - dropped - errors of a part's or the run's counts: zero when nothing was lost."""
+    return stats["input"] - stats["kept"] - sum(stats["dropped"].values()) - sum(stats["errors"].values())
+
+
 def merge(parts: list[dict]) -> dict:
+    """The run's totals from the parts' stats (as written to ``stats/NNNNNN.json``)."""
     total = {"input": 0, "kept": 0, "clip_scored": 0}
     dropped: Counter = Counter()
     errors: Counter = Counter()
@@ -148,18 +149,20 @@ def merge(parts: list[dict]) -> dict:
     }
 
 
-def funnel(merged: dict, order: tuple[str, ...]) -> list[dict]:
-    """Samples left after each filter, starting from what could be read."""
+def funnel(merged: dict, steps: dict[str, tuple[str, ...]]) -> list[dict]:
+    """Samples left after each step (filter name -> its drop reasons, in chain order), starting from what
+    could be read."""
     left = merged["input"] - sum(merged["errors"].values())
     rows = [{"step": "read", "left": left}]
-    for name in order:
-        left -= sum(merged["dropped"].get(r, 0) for r in REASONS[name])
+    for name, reasons in steps.items():
+        left -= sum(merged["dropped"].get(r, 0) for r in reasons)
         rows.append({"step": name, "left": left})
     return rows
 
 
-def quality(merged: dict) -> dict:
-    """Per noise label: precision and recall of the filter meant to catch it (labelled sources only).
+def quality(merged: dict, catches: dict[str, tuple[str, ...]]) -> dict:
+    """Per noise label: precision and recall of the filter meant to catch it (``catches``: label -> the drop
+    reasons that catch it), for sources whose samples carry labels.
 
     recall = caught / samples with the label; precision = caught / all the filter dropped (or, for html,
     cleaned captions equal to the label's clean caption / captions cleaning changed and kept non-empty).
@@ -168,7 +171,7 @@ def quality(merged: dict) -> dict:
     if not noise:
         return {}
     out = {}
-    for label, reasons in NOISE_FILTERS.items():
+    for label, reasons in catches.items():
         total = sum(noise.get(label, {}).values())
         caught = sum(noise.get(label, {}).get(r, 0) for r in reasons)
         flagged = sum(n for outcomes in noise.values() for r, n in outcomes.items() if r in reasons)

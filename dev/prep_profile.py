@@ -19,9 +19,10 @@ import numpy as np
 import webdataset  # noqa: F401 - imported here so that its start-up cost stays out of the profile
 from PIL import Image
 
+from data_prep.chain import filter_part
 from data_prep.config import PrepConfig
-from data_prep.engine import filter_part, write_part
 from data_prep.sources import plan_parts
+from data_prep.write import write_part
 from pipeline.config import CONFIG_ROOT, load_config
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/prep_profile")

@@ -26,6 +26,19 @@ TAGS = {
     "</quad>": "<|quad_end|>",
 }
 REQUIRED = [ENDOFTEXT, IM_START, IM_END, IMAGE_PAD, *TAGS.values()]
+# every reserved token of the Qwen2 family a tokenizer built here carries (``pipeline.tokenizer``), in id order
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, *list(TAGS.values())[2:], IMAGE_START, IMAGE_END, "<|vision_pad|>",
+                  IMAGE_PAD, "<|video_pad|>"]  # fmt: skip
+DEFAULT_SYSTEM = "You are a helpful assistant."
+# ChatML, as Qwen2's tokenizer_config.json defines it (default system prompt included)
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    f"{{{{ '{IM_START}system\n{DEFAULT_SYSTEM}{IM_END}\n' }}}}{{% endif %}}"
+    f"{{{{ '{IM_START}' + message['role'] + '\n' + message['content'] + '{IM_END}' + '\n' }}}}"
+    "{% endfor %}"
+    f"{{% if add_generation_prompt %}}{{{{ '{IM_START}assistant\n' }}}}{{% endif %}}"
+)
 _TAG_RE = re.compile("|".join(re.escape(t) for t in TAGS))
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shards import world_samples, write_shards
+from data_prep.synthetic.shards import world_samples, write_shards
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -27,9 +27,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
     """The offline tokenizer (cached under .cache/; built once even with parallel workers)."""
-    from data_prep.tokenizer import ensure_tokenizer
+    from data_prep.synthetic.corpus import corpus
+    from pipeline.tokenizer import ensure_tokenizer
 
-    path, _ = ensure_tokenizer(REPO / ".cache" / "tokenizer")
+    path, _ = ensure_tokenizer(REPO / ".cache" / "tokenizer", list(corpus()))
     return path
 
 

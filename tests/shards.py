@@ -1,27 +1,10 @@
-"""Tiny webdataset shards of the synthetic world, in the shard format pipeline.data reads."""
+"""Raw tars for the shard-format tests (the synthetic world's clean shards: data_prep.synthetic.shards)."""
 
 from __future__ import annotations
 
 import io
-import random
 import tarfile
 from pathlib import Path
-
-from data_prep.synthetic.world import NoiseRates, WorldConfig, image_bytes, metadata, plan_sample, text_sample
-from pipeline.data.shard_format import sample_record, write_shard
-
-
-def world_samples(num_pairs: int, num_text: int, seed: int = 0) -> list[dict]:
-    """Clean image-text pairs (all tasks' ground truth in .json) and text-only samples, shuffled."""
-    cfg = WorldConfig(num_samples=num_pairs, seed=seed, word_rate=0.5, noise=NoiseRates(*[0.0] * 8))
-    samples = []
-    for index in range(num_pairs):
-        plan = plan_sample(cfg, index)
-        meta = metadata(cfg, plan)
-        samples.append(sample_record(plan.key, meta, plan.clean_caption, image_bytes(cfg, plan), "jpg"))
-    samples += [sample_record(t["key"], t) for t in (text_sample(cfg, i) for i in range(num_text))]
-    random.Random(seed).shuffle(samples)
-    return samples
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
@@ -31,12 +14,3 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-
-
-def write_shards(samples: list[dict], out: Path, per_shard: int) -> str:
-    """Write ``samples`` into ``out/000000.tar`` ... and return the brace pattern of the shards."""
-    out.mkdir(parents=True, exist_ok=True)
-    count = (len(samples) + per_shard - 1) // per_shard
-    for shard in range(count):
-        write_shard(out / f"{shard:06d}.tar", samples[shard * per_shard : (shard + 1) * per_shard])
-    return str(out / f"{{000000..{count - 1:06d}}}.tar")

@@ -152,12 +152,13 @@ def box_text(box: list[int]) -> str:
 
 
 def grounded_caption(scene: Scene) -> str:
+    names = [describe(o) for o in scene.objects]
+    names[0] = names[0][0].upper() + names[0][1:]  # the sentence starts inside the first <ref>
     parts = [
-        f"<ref>{describe(o)}</ref>{box_text(normalise_box(o.box, scene.width, scene.height))}"
-        for o in scene.objects
+        f"<ref>{name}</ref>{box_text(normalise_box(o.box, scene.width, scene.height))}"
+        for name, o in zip(names, scene.objects, strict=True)
     ]
-    text = join_en(parts)
-    return text[0].upper() + text[1:] + f" on a {scene.background} background."
+    return join_en(parts) + f" on a {scene.background} background."
 
 
 def ocr(scene: Scene) -> list[dict]:

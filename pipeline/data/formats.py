@@ -14,13 +14,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.data.shard_format import Skip
-from pipeline.tokens import IGNORE, special_ids, to_model_text
+from pipeline.tokens import DEFAULT_SYSTEM, IGNORE, special_ids, to_model_text
 
 IMAGE = object()  # segment marker: the image span goes here
-DEFAULT_SYSTEM = "You are a helpful assistant."
 ROLES = ("system", "user", "assistant")
 LANGUAGES = {"en": "English", "zh": "Chinese"}
 IMAGE_TASKS = ("caption", "vqa", "grounded_caption", "ref", "ocr")
+# the fixed words of the formats (Qwen-VL's), each written here only
+CAPTION_PROMPT = "Generate the caption in {language}:"
+GROUNDED_CAPTION_PROMPT = "Generate the caption in English with grounding:"
+OCR_PROMPT = "OCR with grounding:"
+ANSWER = " Answer:"  # after a VQA question
+PICTURE = "Picture 1: "  # before an image in a dialogue turn
+
+
+def fixed_prompts() -> list[str]:
+    """Every fixed piece of text the formats put around the data, as the tokenizer sees it."""
+    captions = [CAPTION_PROMPT.format(language=name) for name in LANGUAGES.values()]
+    roles = [f"{role}\n" for role in ROLES]
+    return [*captions, GROUNDED_CAPTION_PROMPT, OCR_PROMPT, ANSWER, PICTURE, DEFAULT_SYSTEM, *roles]
+
 
 Segment = tuple[Any, bool]  # (text | token ids | IMAGE, supervised)
 
@@ -60,6 +73,78 @@ def available_tasks(record: Record) -> list[str]:
     return found
 
 
+def ground_truth_problem(record: Record, task: str) -> str | None:
+    """What makes this sample's ground truth for ``task`` unusable (its shape or types), or None. Checked
+    before formatting, so that bad data is a counted skip and a bug in the formatter is an exception."""
+    meta, tasks = record.meta, record.meta.get("tasks") or {}
+    if task == "caption":
+        return _typed(record.caption or meta.get("caption"), str, "caption") or _optional_str(meta, "lang")
+    if task == "vqa":
+        return _records(tasks.get("vqa"), "vqa", {"question": str, "answer": str})
+    if task == "grounded_caption":
+        return _typed(tasks.get("grounded_caption"), str, "grounded_caption")
+    if task == "ref":
+        return _records(tasks.get("ref"), "ref", {"expression": str, "box": _box})
+    if task == "ocr":
+        return _records(tasks.get("ocr"), "ocr", {"text": str, "quad": _quad})
+    if task == "text":
+        return _typed(meta.get("text"), str, "text")
+    if task == "chatml":
+        return _messages(meta.get("messages") or tasks.get("dialogue"))
+    raise ValueError(f"unknown task {task!r}")
+
+
+def _typed(value: Any, kind: type, what: str) -> str | None:
+    return None if isinstance(value, kind) else f"{what} is {type(value).__name__}, not {kind.__name__}"
+
+
+def _optional_str(meta: dict, key: str) -> str | None:
+    return None if meta.get(key) is None else _typed(meta[key], str, key)
+
+
+def _ints(value: Any, n: int) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == n
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _box(value: Any) -> bool:
+    return _ints(value, 4)
+
+
+def _quad(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 4 and all(_ints(point, 2) for point in value)
+
+
+def _records(items: Any, what: str, fields: dict[str, Any]) -> str | None:
+    if not isinstance(items, list) or not items:
+        return f"{what} is not a non-empty list"
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            return f"{what}[{i}] is not an object"
+        for name, check in fields.items():
+            ok = isinstance(item.get(name), check) if isinstance(check, type) else check(item.get(name))
+            if not ok:
+                return f"{what}[{i}].{name} is malformed: {item.get(name)!r:.60}"
+    return None
+
+
+def _messages(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "messages is not a non-empty list"
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
+            return f"messages[{i}].content is neither a string nor a list of parts"
+        if any(p.get("type") == "text" and not isinstance(p.get("text"), str) for p in content):
+            return f"messages[{i}] has a text part without a string 'text'"
+    return None
+
+
 def task_rng(seed: int, epoch: int, key: str) -> random.Random:
     """The randomness of one sample's formatting (task draw, which QA or referent): fixed per epoch."""
     return random.Random(f"task:{seed}:{epoch}:{key}")
@@ -92,6 +177,8 @@ class Formatter:
         self.max_length = max_length
 
     def __call__(self, record: Record, task: str, rng: random.Random) -> Example:
+        if problem := ground_truth_problem(record, task):
+            raise Skip("bad_metadata", f"sample {record.key}: {task} ground truth unusable: {problem}")
         self._dropped_turns = 0  # set by _chatml
         segments = getattr(self, f"_{task}")(record, rng)
         ids, labels, image_end = self.encode(segments)
@@ -119,6 +206,19 @@ class Formatter:
             labels += piece if supervised else [IGNORE] * len(piece)
         return ids, labels, image_end
 
+    # -- prompts for generation ------------------------------------------------------------------------------
+    def task_prompt(self, text: str, has_image: bool) -> list[int]:
+        """A stage 1-2 style prompt: the image span, then ``text`` (e.g. CAPTION_PROMPT or a question + ANSWER)."""
+        return self.encode([(IMAGE, False), (text, False)] if has_image else [(text, False)])[0]
+
+    def chat_prompt(self, messages: list[dict], has_image: bool) -> list[int]:
+        """A ChatML conversation (the image shown in the first user turn) up to the assistant's next answer."""
+        record = Record(
+            "prompt", {"messages": [*messages, {"role": "assistant", "content": ""}]}, None, has_image
+        )
+        segments = self._chatml(record, random.Random(0))
+        return self.encode(segments[:-2])[0]  # without the empty answer's <|im_end|> and newline
+
     # -- stages 1-2: prompt (masked) -> target + <|endoftext|> (supervised) --------------------------------
     def _target(self, prompt: list[Segment], target: str) -> list[Segment]:
         return [(IMAGE, False), *prompt, (target, True), ([self.ids.endoftext], True)]
@@ -126,16 +226,17 @@ class Formatter:
     def _caption(self, record: Record, rng: random.Random) -> list[Segment]:
         caption = record.caption or record.meta["caption"]
         language = record.meta.get("lang", "en")
-        prompt = f"Generate the caption in {LANGUAGES.get(language, language)}:"
+        prompt = CAPTION_PROMPT.format(language=LANGUAGES.get(language, language))
         return self._target([(prompt, False)], " " + caption.strip())
 
     def _vqa(self, record: Record, rng: random.Random) -> list[Segment]:
         qa = rng.choice(record.meta["tasks"]["vqa"])
-        return self._target([(f"{qa['question']} Answer:", False)], f" {qa['answer']}")
+        return self._target([(qa["question"] + ANSWER, False)], f" {qa['answer']}")
 
     def _grounded_caption(self, record: Record, rng: random.Random) -> list[Segment]:
-        prompt = "Generate the caption in English with grounding:"
-        return self._target([(prompt, False)], " " + record.meta["tasks"]["grounded_caption"])
+        return self._target(
+            [(GROUNDED_CAPTION_PROMPT, False)], " " + record.meta["tasks"]["grounded_caption"]
+        )
 
     def _ref(self, record: Record, rng: random.Random) -> list[Segment]:
         ref = rng.choice(record.meta["tasks"]["ref"])
@@ -147,7 +248,7 @@ class Formatter:
         words = "".join(
             f"<ref>{w['text']}</ref><quad>{quad_text(w['quad'])}</quad>" for w in record.meta["tasks"]["ocr"]
         )
-        return self._target([("OCR with grounding:", False)], " " + words)
+        return self._target([(OCR_PROMPT, False)], " " + words)
 
     def _text(self, record: Record, rng: random.Random) -> list[Segment]:
         return [(record.meta["text"], True), ([self.ids.endoftext], True)]
@@ -168,7 +269,7 @@ class Formatter:
             raise Skip("missing_image", f"sample {record.key}: the dialogue shows an image the sample lacks")
         if record.has_image and not images:  # the image goes first in the first user turn
             first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
-            turns[first_user] = ("user", ["Picture 1: ", IMAGE, "\n", *turns[first_user][1]])
+            turns[first_user] = ("user", [PICTURE, IMAGE, "\n", *turns[first_user][1]])
         segments: list[Segment] = []
         for role, content in turns:
             supervised = role == "assistant"
@@ -186,7 +287,7 @@ class Formatter:
         pieces: list = []
         for part in content:
             if part.get("type") == "image":
-                pieces += ["Picture 1: ", IMAGE, "\n"]  # Qwen-VL's "Picture k: <img>...</img>\n"
+                pieces += [PICTURE, IMAGE, "\n"]  # Qwen-VL's "Picture k: <img>...</img>\n"
             elif part.get("type") == "text":
                 pieces.append(part["text"])
             else:

@@ -116,6 +116,8 @@ def parse(raw: dict) -> ShardSample:
         raise Skip("bad_metadata", f"{where}: {e}") from None
     if not isinstance(meta, dict):
         raise Skip("bad_metadata", f"{where}: .json is not an object")
+    if not isinstance(meta.get("tasks") or {}, dict):
+        raise Skip("bad_metadata", f"{where}: .json 'tasks' is not an object")
     ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
     return ShardSample(key, url, meta, caption, raw[ext] if ext else None, ext)
 

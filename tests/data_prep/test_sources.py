@@ -13,9 +13,9 @@ import webdataset as wds
 from PIL import Image
 
 from data_prep.config import PrepConfig
-from data_prep.download import error_kind
-from data_prep.engine import run
-from data_prep.sources import llava_messages
+from data_prep.job import run
+from data_prep.sources.laion import error_kind
+from data_prep.sources.llava import llava_messages
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.data.formats import available_tasks
 from pipeline.data.loader import read_record

@@ -84,8 +84,11 @@ def test_every_task_present_and_consistent(world):
             assert obj["shape"] in ref["expression"]
             assert (
                 f"<ref>a{'n' if obj['size'][0] in 'aeiou' else ''} {obj['size']} {obj['colour']} {obj['shape']}</ref>"
-                in tasks["grounded_caption"]
+                in tasks["grounded_caption"].replace("<ref>A", "<ref>a", 1)
             )
+        assert tasks["grounded_caption"].startswith(
+            "<ref>A"
+        )  # a sentence: capitalised inside its first <ref>
         # VQA answers follow from the objects
         for qa in tasks["vqa"]:
             q, a = qa["question"], qa["answer"]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline.engine import free_port
 from pipeline.metrics import read_metrics
 from tests.conftest import REPO, wait_for
-from tests.shards import world_samples, write_shards
 
 pytestmark = pytest.mark.slow
 DEEPSPEED = [sys.executable, "-m", "deepspeed.launcher.runner"]

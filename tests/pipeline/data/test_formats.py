@@ -1,5 +1,6 @@
 """Golden label masks for every task format, written by hand: [[...]] marks the supervised tokens."""
 
+import copy
 import random
 
 import pytest
@@ -112,6 +113,38 @@ def test_unusable_dialogues_are_skipped_with_a_reason(fmt, content, has_image, r
     assert e.value.reason == reason
 
 
+BROKEN = [  # (task, a change that breaks its ground truth)
+    ("caption", lambda m: m.update(lang=["en"])),
+    ("vqa", lambda m: m["tasks"]["vqa"][0].pop("answer")),
+    ("vqa", lambda m: m["tasks"].update(vqa={"question": "q", "answer": "a"})),
+    ("grounded_caption", lambda m: m["tasks"].update(grounded_caption=["a", "b"])),
+    ("ref", lambda m: m["tasks"]["ref"][0].update(box=[1, 2, 3])),
+    ("ref", lambda m: m["tasks"]["ref"][0].update(box=["1", 2, 3, 4])),
+    ("ocr", lambda m: m["tasks"]["ocr"][0].update(quad=[[1, 2], [3, 4], [5, 6]])),
+    ("ocr", lambda m: m["tasks"]["ocr"].append("STOP")),
+    ("chatml", lambda m: m["tasks"]["dialogue"].append({"role": "user", "content": 5})),
+    ("chatml", lambda m: m["tasks"]["dialogue"][0]["content"].append({"type": "text"})),
+]
+
+
+@pytest.mark.parametrize(("task", "breaks"), BROKEN)
+def test_malformed_ground_truth_is_a_bad_metadata_skip(fmt, task, breaks):
+    meta = copy.deepcopy(META)
+    breaks(meta)
+    with pytest.raises(Skip) as e:
+        fmt(Record("k", meta, "A red circle.", True), task, random.Random(0))
+    assert e.value.reason == "bad_metadata" and task in str(e.value)
+
+
+def test_a_formatter_bug_is_an_exception_not_a_skip(fmt, monkeypatch):
+    def broken(record, rng):
+        return {}["no such key"]
+
+    monkeypatch.setattr(fmt, "_vqa", broken)
+    with pytest.raises(KeyError):
+        fmt(IMAGE_RECORD, "vqa", random.Random(0))
+
+
 def test_truncation_cuts_text_but_never_an_image_span(tokenizer):
     full = Formatter(tokenizer, Q, 512)(IMAGE_RECORD, "caption", random.Random(0))
     image_end = Q + 2  # <|vision_start|> + Q pads + <|vision_end|>
@@ -136,3 +169,17 @@ def test_tasks_are_drawn_by_weight_among_those_a_sample_has():
     with pytest.raises(Skip) as e:
         choose_task(text, {"caption": 1.0}, rng)
     assert e.value.reason == "no_task"
+
+
+def test_generation_prompts_end_where_the_answer_starts(fmt):
+    decode = fmt.tokenizer.decode
+    image = "<|vision_start|>" + "<|image_pad|>" * Q + "<|vision_end|>"
+    assert decode(fmt.task_prompt("What colour? Answer:", True)) == f"{image}What colour? Answer:"
+    assert decode(fmt.task_prompt("Hello", False)) == "Hello"
+    messages = [{"role": "user", "content": "Describe it."}, {"role": "assistant", "content": "A circle."},
+                {"role": "user", "content": "Colour?"}]  # fmt: skip
+    assert decode(fmt.chat_prompt(messages, True)) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        f"Picture 1: {image}\nDescribe it.<|im_end|>\n<|im_start|>assistant\nA circle.<|im_end|>\n"
+        "<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n"
+    )

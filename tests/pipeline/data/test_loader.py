@@ -5,13 +5,14 @@ import pytest
 import torch
 import webdataset as wds
 
+from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
 from pipeline.data.shards import epoch_shards
 from pipeline.model.vision import image_transform
 from pipeline.schema import DataConfig, VisionConfig
 from pipeline.tokens import IGNORE
-from tests.shards import world_samples, write_shards, write_tar
+from tests.shards import write_tar
 
 SIZE = 56  # a 4x4 patch grid keeps the tests fast; the loader does not care
 STAGE2 = {"caption": 19.7, "vqa": 3.6, "grounded_caption": 12.2, "ref": 8.7, "ocr": 24.8, "text": 7.8}

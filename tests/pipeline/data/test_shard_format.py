@@ -94,7 +94,7 @@ def test_records_round_trip_and_bad_metadata_is_a_skip(tmp_path):
     assert (second.image, second.caption, second.meta) == (None, None, {"text": "only text"})
     with pytest.raises(ValueError, match="no dots"):
         sample_record("a.b", {})
-    for bad in (b"{not json", b"[1, 2]"):
+    for bad in (b"{not json", b"[1, 2]", b'{"tasks": ["vqa"]}'):
         with pytest.raises(Skip) as skip:
             parse({"__key__": "x", "json": bad})
         assert skip.value.reason == "bad_metadata"

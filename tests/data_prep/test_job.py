@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from data_prep.chain import REASONS
 from data_prep.config import PrepConfig
-from data_prep.engine import run
-from data_prep.stats import REASONS
+from data_prep.job import run
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.loader import read_record
 from pipeline.data.shard_format import read_shard, read_shards
+from pipeline.engine import free_port
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,3 +195,40 @@ def test_kill_9_then_rerun_finishes_with_the_same_kept_set(tmp_path, synthetic):
     workers = {json.loads(p.read_text())["worker"] for p in rerun}
     if len(rerun) >= 4:  # Ray ran the remaining parts on 2 worker processes (a straggler may have left few)
         assert len(workers) >= 2
+
+
+def _members(shard: str) -> list[dict]:
+    return [{k: v for k, v in s.items() if k != "__url__"} for s in read_shard(shard)]
+
+
+def test_a_ray_cluster_gives_the_same_shards_and_counts_as_local_ray(tmp_path, synthetic):
+    """A head node started with `ray start --head` on 127.0.0.1, prep as a client of it (the project shipped
+    to the workers as the job's working_dir), and the run compared with the local-mode fixture."""
+    cfg, local = synthetic
+    port = free_port()
+    ray = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                            env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    out = tmp_path / "cluster"
+    cmd = [sys.executable, "-m", "data_prep", "--config", str(SYNTHETIC), f"output_dir={out}", "num_samples=300",
+           "samples_per_shard=100", "filters.clip.enabled=false", f"ray_address=127.0.0.1:{port}"]  # fmt: skip
+    try:
+        for _ in range(3):  # the head needs a few seconds before it takes clients
+            done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                  capture_output=True, text=True, timeout=600)  # fmt: skip
+            if done.returncode == 0 or "Could not find any running Ray instance" not in done.stderr:
+                break
+            time.sleep(5)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cluster = json.loads((out / "summary.json").read_text())
+    for key in ("input", "kept", "dropped", "errors", "funnel", "quality", "languages"):
+        assert cluster[key] == local[key], key
+    for ours, theirs in zip(cluster["shards"], local["shards"], strict=True):
+        assert _members(ours) == _members(theirs)
+    workers = {json.loads(p.read_text())["worker"] for p in (out / "stats").glob("*.json")}
+    assert all(w.split(":")[1] != str(os.getpid()) for w in workers)  # the parts ran in the cluster's workers

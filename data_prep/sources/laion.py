@@ -1,4 +1,4 @@
-"""The laion source: a LAION-style parquet (URL and caption columns) downloaded with img2dataset.
+"""laion: a LAION-style parquet (URL and caption columns) downloaded with img2dataset.
 
 img2dataset writes ``raw/{shard:05d}.tar`` (the images as downloaded: no re-encoding, so the decode filter sees
 exactly what the server sent) with ``{shard:05d}.parquet`` holding every input row and its download status.
@@ -13,15 +13,22 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from data_prep.config import PrepConfig
-from data_prep.sources import error, sample_key
+from data_prep.sample import ReadError, Sample, sample_key
 from pipeline.config import ConfigError
 from pipeline.data.shard_format import read_shard
 
+if TYPE_CHECKING:
+    from data_prep.config import PrepConfig
+
 log = logging.getLogger("data_prep")
+
+
+def check(cfg: PrepConfig) -> None:
+    input_rows(cfg)
 
 
 def input_rows(cfg: PrepConfig) -> int:
@@ -37,8 +44,8 @@ def input_rows(cfg: PrepConfig) -> int:
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def download(cfg: PrepConfig) -> list[dict]:
-    """Download (or resume downloading) into ``output_dir/raw``; one part spec per img2dataset shard."""
+def plan(cfg: PrepConfig) -> list[dict]:
+    """Download (or resume downloading) into ``output_dir/raw``; one part per img2dataset shard."""
     import img2dataset
 
     rows = input_rows(cfg)
@@ -66,10 +73,10 @@ def download(cfg: PrepConfig) -> list[dict]:
         tar, meta = raw / f"{shard:05d}.tar", raw / f"{shard:05d}.parquet"
         expected = min(cfg.samples_per_shard, rows - shard * cfg.samples_per_shard)
         if tar.is_file() and meta.is_file():
-            specs.append({"tar": str(tar), "parquet": str(meta)})
+            specs.append({"part": shard, "tar": str(tar), "parquet": str(meta)})
         else:  # img2dataset gave up on the whole shard: its rows are counted, not lost
             log.warning("img2dataset shard %05d is missing: %d input rows counted as errors", shard, expected)
-            specs.append({"missing": expected, "shard": shard})
+            specs.append({"part": shard, "missing": expected})
     return specs
 
 
@@ -85,23 +92,23 @@ def error_kind(message: str | None) -> str:
     return "download_error"
 
 
-def read_download(spec: dict) -> Iterator[dict]:
+def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
     if "missing" in spec:
         for i in range(spec["missing"]):
-            yield error(
-                f"shard {spec['shard']:05d} row {i}", "download_shard_failed", "img2dataset failed the shard"
-            )
+            where = f"shard {spec['part']:05d} row {i}"
+            yield ReadError(where, "download_shard_failed", f"{where}: img2dataset failed the shard")
         return
     table = pq.read_table(spec["parquet"], columns=["key", "url", "caption", "status", "error_message"])
     members = {raw["__key__"]: raw for raw in read_shard(spec["tar"])}
     for position, row in enumerate(table.to_pylist()):
         raw = members.get(row["key"], {})
         if row["status"] != "success":
-            yield error(row["url"], error_kind(row["error_message"]), f"{row['url']}: {row['error_message']}")
+            yield ReadError(
+                row["url"], error_kind(row["error_message"]), f"{row['url']}: {row['error_message']}"
+            )
         elif "__error__" in raw:
-            yield error(row["url"], "bad_member", f"{row['url']}: {raw['__error__']} in {spec['tar']}")
+            yield ReadError(row["url"], "bad_member", f"{row['url']}: {raw['__error__']} in {spec['tar']}")
         elif raw.get("jpg") is None:
-            yield error(row["url"], "download_error", f"{row['url']}: not in {spec['tar']}")
+            yield ReadError(row["url"], "download_error", f"{row['url']}: not in {spec['tar']}")
         else:
-            yield {"key": sample_key(spec["part"], position), "source_id": row["url"],
-                   "image": raw["jpg"], "caption": row["caption"] or "", "meta": {}}  # fmt: skip
+            yield Sample(sample_key(spec["part"], position), row["url"], raw["jpg"], row["caption"] or "", {})

@@ -2,15 +2,10 @@ import json
 
 import pytest
 
-from data_prep.tokenizer import (
-    BUILD_INFO,
-    SPECIAL_TOKENS,
-    TASK_PROMPTS,
-    corpus,
-    ensure_tokenizer,
-    fingerprint,
-    main,
-)
+from data_prep.synthetic.corpus import corpus, write_corpus
+from pipeline.data.formats import fixed_prompts
+from pipeline.tokenizer import BUILD_INFO, ensure_tokenizer, fingerprint, main, read_corpus
+from pipeline.tokens import SPECIAL_TOKENS
 
 
 @pytest.mark.parametrize("token", SPECIAL_TOKENS)
@@ -55,15 +50,14 @@ def test_digits_and_chinese_characters_are_single_tokens(tokenizer):
     assert len(tokenizer("粉色菱形", add_special_tokens=False)["input_ids"]) == 4
 
 
-def test_task_prompts_are_whole_words(tokenizer):
+@pytest.mark.parametrize("prompt", fixed_prompts())
+def test_every_fixed_prompt_is_whole_words(tokenizer, prompt):
+    """One token per piece of the byte-level pre-tokenizer: BPE merged every word of the prompt whole."""
+    pieces = [piece for piece, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)]
+    assert tokenizer.tokenize(prompt) == pieces
     assert tokenizer.tokenize("Generate the caption in English:") == [
-        "Generate",
-        "Ġthe",
-        "Ġcaption",
-        "Ġin",
-        "ĠEnglish",
-        ":",
-    ]
+        "Generate", "Ġthe", "Ġcaption", "Ġin", "ĠEnglish", ":"
+    ]  # fmt: skip
 
 
 def test_chat_template_is_chatml(tokenizer):
@@ -78,9 +72,9 @@ def test_chat_template_is_chatml(tokenizer):
     )
 
 
-def test_corpus_is_english_and_chinese_only():
+def test_corpus_is_english_and_chinese_only(tmp_path):
     texts = list(corpus(num_samples=200))
-    assert set(TASK_PROMPTS) <= set(texts)
+    assert read_corpus(write_corpus(tmp_path / "corpus.jsonl", num_samples=200)) == texts
     assert any("色" in t for t in texts)
     for t in texts:
         assert all(ord(c) < 0x3000 or 0x3000 <= ord(c) <= 0x303F or 0x4E00 <= ord(c) <= 0x9FFF or 0xFF00 <= ord(c) <= 0xFFEF
@@ -88,12 +82,13 @@ def test_corpus_is_english_and_chinese_only():
 
 
 def test_cached_then_rebuilt_when_inputs_change(tmp_path, capsys):
-    out = tmp_path / "tok"
-    assert ensure_tokenizer(out, vocab_size=600)[1] is True
+    out, texts = tmp_path / "tok", list(corpus(num_samples=300))
+    assert ensure_tokenizer(out, texts, vocab_size=600)[1] is True
     stamp = (out / "tokenizer.json").stat().st_mtime_ns
-    assert ensure_tokenizer(out, vocab_size=600)[1] is False
+    assert ensure_tokenizer(out, texts, vocab_size=600)[1] is False
     assert (out / "tokenizer.json").stat().st_mtime_ns == stamp
-    assert main(["--out", str(out), "--vocab-size", "500"]) == 0
+    file = write_corpus(tmp_path / "corpus.jsonl", num_samples=300)
+    assert main(["--corpus", str(file), "--out", str(out), "--vocab-size", "500"]) == 0
     assert "built" in capsys.readouterr().out
     assert json.loads((out / BUILD_INFO).read_text())["vocab_size"] == 500
     assert fingerprint(["a red circle"], 500) != fingerprint(

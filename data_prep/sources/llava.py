@@ -1,0 +1,95 @@
+"""llava: a LLaVA-format JSON list (``input``) with an image folder (``image_root``); each entry's
+conversations become ChatML messages, its image path is resolved inside the folder only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from data_prep.sample import ReadError, Sample, sample_key, text_only
+from pipeline.config import ConfigError
+
+if TYPE_CHECKING:
+    from data_prep.config import PrepConfig
+
+
+def check(cfg: PrepConfig) -> None:
+    _entries(str(Path(cfg.input).resolve()))
+    if not Path(cfg.image_root).is_dir():
+        raise ConfigError(f"key 'image_root': folder {cfg.image_root} not found")
+
+
+def plan(cfg: PrepConfig) -> list[dict]:
+    n, per = len(_entries(str(Path(cfg.input).resolve()))), cfg.samples_per_shard
+    return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
+
+
+def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
+    entries = _entries(str(Path(cfg.input).resolve()))
+    root = Path(cfg.image_root)
+    for position, index in enumerate(range(spec["start"], spec["end"])):
+        entry, key = entries[index], sample_key(spec["part"], position)
+        where = f"{cfg.input}[{index}]"
+        source_id = str(entry["id"]) if isinstance(entry, dict) and entry.get("id") is not None else where
+        try:
+            messages = llava_messages(entry["conversations"])
+        except (KeyError, TypeError, ValueError) as e:
+            yield ReadError(source_id, "bad_metadata", f"{where}: {e}")
+            continue
+        if not entry.get("image"):
+            yield text_only({"messages": messages}, source_id, key)
+            continue
+        path = root / entry["image"]
+        if not _inside(path, root):
+            yield ReadError(
+                source_id, "bad_metadata", f"{where}: image path {entry['image']!r} leaves {root}"
+            )
+            continue
+        try:
+            image = path.read_bytes()
+        except OSError as e:
+            yield ReadError(source_id, "missing_file", f"{where}: {e}")
+            continue
+        caption = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+        caption = caption if isinstance(caption, str) else ""
+        yield Sample(key, source_id, image, caption, {"tasks": {"dialogue": messages}})
+
+
+@lru_cache(maxsize=2)
+def _entries(path: str) -> list:
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"key 'input': cannot read LLaVA JSON {path}: {e}") from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"key 'input': {path} must hold a JSON list of samples")
+    return entries
+
+
+def llava_messages(conversations: list) -> list[dict]:
+    """LLaVA turns ({"from": human|gpt|system, "value"}) -> our messages; "<image>" becomes an image part."""
+    roles = {"human": "user", "gpt": "assistant", "system": "system"}
+    messages = []
+    for turn in conversations:
+        role, value = roles.get(turn.get("from")), turn.get("value")
+        if role is None or not isinstance(value, str):
+            raise ValueError(f"turn {turn!r} has no known 'from' or no string 'value'")
+        if "<image>" in value:
+            before, _, after = value.partition("<image>")
+            parts = [{"type": "text", "text": t.strip("\n")} for t in (before,) if t.strip()]
+            parts.append({"type": "image"})
+            parts += [{"type": "text", "text": after.strip("\n")}] if after.strip() else []
+            messages.append({"role": role, "content": parts})
+        else:
+            messages.append({"role": role, "content": value})
+    return messages
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Paths from a JSON file are not trusted: no absolute paths, no '..' out of the image folder."""
+    return os.path.commonpath([path.resolve(), root.resolve()]) == str(root.resolve())
