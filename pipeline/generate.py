@@ -1,5 +1,6 @@
-"""Greedy continuation of a formatted sample: the prompt (everything before its last supervised answer)
-through the model, the answer generated with the LLM's KV cache. Used for the sample tables of training.
+"""Greedy continuation of formatted samples: the prompt (everything before its last supervised answer)
+through the model, the answer generated with the LLM's KV cache, one sample or a left-padded batch. Used for
+the sample tables of training and for evaluation.
 
 Under ZeRO-3 every rank must call it the same number of times (``synced=True`` keeps the ranks' decoding
 loops in step), since each forward gathers parameters from all ranks.
@@ -20,6 +21,50 @@ def prompt_length(labels: list[int]) -> int:
 
 
 @torch.no_grad()
+def greedy_batch(
+    model,
+    prompts: list[list[int]],
+    pixel_values: torch.Tensor,
+    has_image: list[bool],
+    max_new_tokens: int,
+    eos_ids: list[int],
+    pad_id: int,
+    synced: bool = False,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> list[list[int]]:
+    """Several prompts at once, left-padded (so that every answer starts at the same step), with the LLM's KV
+    cache; ``pixel_values`` holds the real images of the prompts that have one, in order. Greedy, or sampled
+    with ``temperature`` > 0 and ``top_p``. Returns each answer's new token ids up to and including its first
+    end token."""
+    device = pixel_values.device
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, length - len(prompt) :] = torch.as_tensor(prompt, device=device)
+        mask[row, length - len(prompt) :] = 1
+    embeds = model.embed(ids, pixel_values, torch.tensor(has_image, device=device))
+    out = model.llm.generate(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        synced_gpus=synced,
+        **(
+            {"do_sample": True, "temperature": temperature, "top_p": top_p}
+            if temperature > 0
+            else {"do_sample": False}
+        ),
+    )
+    answers = []
+    for row in out.tolist():
+        end = next((i for i, t in enumerate(row) if t in eos_ids), len(row) - 1)
+        answers.append(row[: end + 1])
+    return answers
+
+
 def greedy(
     model,
     prompt_ids: torch.Tensor,
@@ -30,18 +75,88 @@ def greedy(
     synced: bool = False,
 ) -> list[int]:
     """One sample: ``prompt_ids`` [T], ``pixel_values`` [1, 3, H, W] or [0, 3, H, W]; returns new token ids."""
-    ids = prompt_ids.unsqueeze(0)
-    embeds = model.embed(ids, pixel_values, torch.tensor([has_image], device=ids.device))
-    out = model.llm.generate(
-        inputs_embeds=embeds,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=eos_ids,
-        pad_token_id=eos_ids[0],
-        synced_gpus=synced,
-    )
-    new = out[0].tolist()
-    while new and new[-1] in eos_ids and len(new) > 1 and new[-2] in eos_ids:  # padding after the end
-        new.pop()
-    return new
+    return greedy_batch(model, [prompt_ids.tolist()], pixel_values, [has_image], max_new_tokens, eos_ids,
+                        eos_ids[0], synced)[0]  # fmt: skip
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+def draw_boxes(image, text: str):
+    """The boxes of a generated answer ([0, 1000) grid, as Qwen-VL writes them) drawn on a copy of the image,
+    each labelled with the <ref> text just before it, when there is one."""
+    from PIL import ImageDraw
+
+    from pipeline.eval_metrics import BOX, REF
+
+    out = image.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    width, height = out.size
+    for match in BOX.finditer(text):
+        x1, y1, x2, y2 = (int(v) for v in match.groups())
+        box = (x1 * width / 1000, y1 * height / 1000, x2 * width / 1000, y2 * height / 1000)
+        draw.rectangle(box, outline=(255, 0, 0), width=max(1, width // 150))
+        refs = REF.findall(text[: match.start()])
+        if refs:
+            draw.text((box[0] + 2, box[1] + 2), refs[-1], fill=(255, 0, 0))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from pipeline.data.formats import Formatter
+    from pipeline.data.loader import decode_image
+    from pipeline.model.qwenvl import QwenVL
+    from pipeline.model.vision import image_transform
+    from pipeline.tokens import ENDOFTEXT, IM_END
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.generate",
+                                description="Answer a prompt about an image with a trained checkpoint.")  # fmt: skip
+    p.add_argument("--checkpoint", required=True, help="a final/ export (QwenVL.from_pretrained)")
+    p.add_argument("--image", help="image file (none: a text-only prompt)")
+    p.add_argument("--prompt", action="append", default=[],
+                   help="the prompt (repeat for a batch); with --chat, the first user turn")  # fmt: skip
+    p.add_argument("--chat", action="store_true", help="ChatML: more user turns from stdin, one per line")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--draw", help="write the image with the answer's boxes drawn to this PNG")
+    args = p.parse_args(argv)
+    if not args.prompt and not args.chat:
+        p.error("give --prompt TEXT, or --chat")
+
+    model, tokenizer, cfg = QwenVL.from_pretrained(args.checkpoint)
+    model.eval()
+    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
+    eos = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+    image = decode_image(open(args.image, "rb").read(), args.image) if args.image else None
+    pixels = image_transform(cfg.model.vision, cfg.data.image_size)(image)[None] if image else None
+
+    def answer(prompts: list[list[int]]) -> list[str]:
+        images = pixels.expand(len(prompts), -1, -1, -1) if pixels is not None else torch.zeros(0, 3, 1, 1)
+        new = greedy_batch(model, prompts, images, [image is not None] * len(prompts), args.max_new_tokens, eos,
+                           tokenizer.pad_token_id, temperature=args.temperature, top_p=args.top_p)  # fmt: skip
+        return [tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False) for ids in new]
+
+    replies: list[str] = []
+    if args.chat:
+        messages: list[dict] = []
+        turns = iter(args.prompt + [line.rstrip("\n") for line in sys.stdin])
+        for turn in turns:
+            messages.append({"role": "user", "content": turn})
+            reply = answer([formatter.chat_prompt(messages, image is not None)])[0]
+            messages.append({"role": "assistant", "content": reply})
+            replies.append(reply)
+            print(f"user: {turn}\nassistant: {reply}", flush=True)
+    else:
+        replies = answer([formatter.task_prompt(text, image is not None) for text in args.prompt])
+        for text, reply in zip(args.prompt, replies, strict=True):
+            print(f"{text}{reply}")
+    if args.draw and image is not None:
+        draw_boxes(image, replies[-1]).save(args.draw)
+        print(f"boxes drawn: {args.draw}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

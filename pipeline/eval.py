@@ -1,0 +1,181 @@
+"""Held-out evaluation as Qwen-VL's eval_mm/ does it, each score next to the image-blind twin (the same model
+and prompts with every image blanked to the mean colour): what the model learned from the pixels.
+
+    python -m pipeline.eval --checkpoint runs/default/stage2/final --shards 'data/heldout/shards/{000000..000001}.tar'
+
+Prompts are the training formats' (VQA ``{question} Answer:``, grounding ``<ref>{expression}</ref>`` then the
+box, OCR ``OCR with grounding:``, ChatML up to the last assistant turn); one item per sample and task, its
+question drawn with a fixed seed. Answers are batched greedy generations with the KV cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pipeline.data.formats import Formatter, available_tasks, task_rng
+from pipeline.data.loader import decode_image, read_record
+from pipeline.data.shard_format import Skip, expand_urls, read_shards
+from pipeline.eval_metrics import (
+    REF,
+    cider,
+    exact_match_accuracy,
+    grounding_accuracy,
+    ocr_accuracy,
+    parse_box,
+)
+from pipeline.generate import greedy_batch, prompt_length
+from pipeline.tokens import ENDOFTEXT, IM_END
+
+# task -> the key of its score in eval.json
+METRICS = {
+    "caption": "cider",
+    "vqa": "vqa_acc",
+    "ref": "grounding_acc",
+    "ocr": "ocr_acc",
+    "chatml": "chat_acc",
+}
+
+
+@dataclass
+class Item:
+    key: str
+    task: str
+    prompt: list[int]
+    image: torch.Tensor | None  # normalised pixels, or None for a text-only sample
+    truth: str  # the reference answer, as the formats write it
+
+
+def eval_items(urls: list[str], formatter: Formatter, transform: Callable, tasks: tuple[str, ...],
+               limit: int) -> list[Item]:  # fmt: skip
+    """Up to ``limit`` items per task from the shards, in shard order; unusable samples are passed over."""
+    items: list[Item] = []
+    counts = dict.fromkeys(tasks, 0)
+    decode = formatter.tokenizer.decode
+    for raw in read_shards(urls):
+        try:
+            record, image_bytes = read_record(raw)
+            image = transform(decode_image(image_bytes, record.key)) if image_bytes is not None else None
+        except Skip:
+            continue
+        for task in available_tasks(record):
+            if task not in counts or counts[task] >= limit:
+                continue
+            try:
+                example = formatter(record, task, task_rng(0, 0, record.key))
+            except Skip:
+                continue
+            cut = prompt_length(example.labels)
+            truth = decode(_until_end(example.input_ids[cut:], formatter), skip_special_tokens=False)
+            items.append(Item(record.key, task, example.input_ids[:cut], image if example.has_image else None,
+                              truth.strip()))  # fmt: skip
+            counts[task] += 1
+        if all(n >= limit for n in counts.values()):
+            break
+    return items
+
+
+def _until_end(ids: list[int], formatter: Formatter) -> list[int]:
+    ends = {formatter.ids.endoftext, formatter.ids.im_end}
+    return ids[: next((i for i, t in enumerate(ids) if t in ends), len(ids))]
+
+
+@torch.no_grad()
+def answers(
+    model, tokenizer, items: list[Item], blind: bool, batch_size: int, max_new_tokens: int
+) -> list[str]:
+    """Generated answers in item order; ``blind`` blanks every image (zeros after normalisation: the mean)."""
+    device = next(model.parameters()).device
+    eos = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+    out: list[str] = []
+    for start in tqdm(
+        range(0, len(items), batch_size), desc="eval (blind)" if blind else "eval", leave=False
+    ):
+        batch = items[start : start + batch_size]
+        images = [it.image for it in batch if it.image is not None]
+        if images:
+            pixels = torch.stack(images).to(device)
+            pixels = torch.zeros_like(pixels) if blind else pixels
+        else:
+            pixels = torch.zeros(0, 3, *model.image_size, device=device)
+        generated = greedy_batch(model, [it.prompt for it in batch], pixels, [it.image is not None for it in batch],
+                                 max_new_tokens, eos, tokenizer.pad_token_id)  # fmt: skip
+        out += [
+            tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False) for ids in generated
+        ]
+    return out
+
+
+def scores(items: list[Item], predicted: list[str]) -> dict[str, float]:
+    by_task: dict[str, tuple[list[str], list[str]]] = {}
+    for item, text in zip(items, predicted, strict=True):
+        preds, truths = by_task.setdefault(item.task, ([], []))
+        preds.append(text.strip())
+        truths.append(item.truth)
+    result = {}
+    for task, (preds, truths) in by_task.items():
+        if task == "caption":
+            result[METRICS[task]] = cider(preds, [[t] for t in truths])
+        elif task in ("vqa", "chatml"):
+            result[METRICS[task]] = exact_match_accuracy(preds, truths)
+        elif task == "ref":
+            result[METRICS[task]] = grounding_accuracy(preds, [parse_box(t) for t in truths])
+        elif task == "ocr":
+            result[METRICS[task]] = ocr_accuracy(preds, [REF.findall(t) for t in truths])
+    return {k: round(v, 4) for k, v in result.items()}
+
+
+def evaluate(model, tokenizer, formatter: Formatter, transform: Callable, urls: list[str],
+             tasks: tuple[str, ...] = tuple(METRICS), limit: int = 200, batch_size: int = 16,
+             max_new_tokens: int = 64) -> dict:  # fmt: skip
+    """Every task's score with the images and blind, and the number of samples behind each."""
+    model.eval()
+    items = eval_items(urls, formatter, transform, tasks, limit)
+    seeing = answers(model, tokenizer, items, False, batch_size, max_new_tokens)
+    blind = answers(model, tokenizer, items, True, batch_size, max_new_tokens)
+    counts = {METRICS[t]: sum(it.task == t for it in items) for t in tasks}
+    examples = [{"key": it.key, "task": it.task, "truth": it.truth, "generated": g, "blind": b}
+                for it, g, b in list(zip(items, seeing, blind, strict=True))[:: max(1, len(items) // 20)]]  # fmt: skip
+    return {**scores(items, seeing), "blind": scores(items, blind), "samples": counts, "examples": examples}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.model.qwenvl import QwenVL
+    from pipeline.model.vision import image_transform
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a final/ export (QwenVL.from_pretrained)")
+    p.add_argument("--shards", required=True, help="held-out shards, brace-expanded")
+    p.add_argument("--tasks", default=",".join(METRICS), help=f"comma-separated, of {','.join(METRICS)}")
+    p.add_argument("--limit", type=int, default=200, help="items per task")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--out", help="eval.json path (default: <checkpoint>/eval.json)")
+    args = p.parse_args(argv)
+    tasks = tuple(t for t in args.tasks.split(",") if t)
+    if unknown := set(tasks) - set(METRICS):
+        p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(METRICS)}")
+    model, tokenizer, cfg = QwenVL.from_pretrained(args.checkpoint)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
+    transform = image_transform(cfg.model.vision, cfg.data.image_size)
+    urls = expand_urls(args.shards, key="--shards")
+    result = evaluate(model, tokenizer, formatter, transform, urls, tasks, args.limit, args.batch_size,
+                      args.max_new_tokens)  # fmt: skip
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
+    out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+import json
+
+from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.data.formats import Formatter
+from pipeline.data.shard_format import expand_urls
+from pipeline.eval import METRICS, eval_items, evaluate, scores
+from pipeline.model.vision import image_transform
+from pipeline.schema import ModelConfig
+
+
+def _setup(tokenizer):
+    cfg = load_config(ModelConfig, CONFIG_ROOT / "model" / "tiny.yaml", ["adapter.num_queries=16"])
+    return Formatter(tokenizer, 16, 512), image_transform(cfg.vision, 56)
+
+
+def test_items_hold_each_tasks_prompt_and_reference(world_shards, tokenizer):
+    formatter, transform = _setup(tokenizer)
+    items = eval_items(expand_urls(world_shards), formatter, transform, tuple(METRICS), limit=4)
+    assert {it.task for it in items} == set(METRICS) and len(items) <= 4 * len(METRICS)
+    by_task = {it.task: it for it in items}
+    assert by_task["ref"].truth.startswith("<|box_start|>(") and by_task["ref"].image is not None
+    prompt = tokenizer.decode(by_task["vqa"].prompt)
+    assert prompt.endswith(" Answer:") and "<|image_pad|>" in prompt
+    assert tokenizer.decode(by_task["chatml"].prompt).endswith("<|im_start|>assistant\n")
+    # the references score perfectly against themselves, and a wrong answer does not
+    perfect = scores(items, [it.truth for it in items])
+    assert perfect["vqa_acc"] == perfect["grounding_acc"] == perfect["ocr_acc"] == perfect["chat_acc"] == 1.0
+    assert scores(items, ["no" for _ in items])["grounding_acc"] == 0.0
+
+
+def test_evaluate_reports_every_key_with_its_blind_twin(tiny_model, world_shards, tokenizer):
+    formatter, transform = _setup(tokenizer)
+    result = evaluate(tiny_model, tokenizer, formatter, transform, expand_urls(world_shards), limit=3,
+                      batch_size=4, max_new_tokens=8)  # fmt: skip
+    keys = set(METRICS.values())
+    assert (
+        keys <= set(result) and keys == set(result["blind"]) and result["samples"] == dict.fromkeys(keys, 3)
+    )
+    assert all(0 <= result[k] for k in keys) and result["examples"]
+    json.dumps(result)  # eval.json is plain JSON

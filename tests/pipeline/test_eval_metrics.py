@@ -1,0 +1,47 @@
+import pytest
+
+from pipeline.eval_metrics import (
+    cider,
+    exact_match_accuracy,
+    grounding_accuracy,
+    iou,
+    normalize_answer,
+    ocr_accuracy,
+    parse_box,
+)
+
+
+def test_answers_are_normalised_as_the_vqa_evaluation_does():
+    assert normalize_answer("Two.") == normalize_answer("2") == "2"
+    assert normalize_answer("The Red circle!") == "red circle"
+    assert exact_match_accuracy(["Two.", "blue", "a square"], ["2", "red", "Square"]) == pytest.approx(2 / 3)
+
+
+def test_boxes_are_parsed_from_tags_or_tokens_and_scored_by_iou():
+    assert parse_box("<box>(10,20),(300,400)</box>") == (10, 20, 300, 400)
+    assert parse_box("<|box_start|>(1, 2),(3, 4)<|box_end|> and (5,6),(7,8)") == (1, 2, 3, 4)
+    assert parse_box("no box here") is None
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    truth = [(0, 0, 100, 100)] * 3
+    predictions = ["<box>(0,0),(100,90)</box>", "<box>(50,50),(150,150)</box>", "a circle"]
+    assert grounding_accuracy(predictions, truth) == pytest.approx(1 / 3)  # IoU 0.9, 0.14, no box
+
+
+def test_ocr_counts_each_true_word_once():
+    text = (
+        "<ref>STOP</ref><quad>(1,2),(3,4),(5,6),(7,8)</quad><ref>GO</ref><quad>(1,2),(3,4),(5,6),(7,8)</quad>"
+    )
+    assert (
+        ocr_accuracy([text, "<|object_ref_start|>EXIT<|object_ref_end|>"], [["STOP", "GO", "GO"], ["EXIT"]])
+        == 0.75
+    )
+
+
+def test_cider_ranks_a_matching_caption_above_a_wrong_one():
+    refs = [["a red circle on a white background"], ["two blue squares on a beige background"],
+            ["a small green star on a grey background"]]  # fmt: skip
+    right = cider([r[0] for r in refs], refs)
+    wrong = cider(["two blue squares on a beige background", "a small green star", "a red circle"], refs)
+    assert right > 2 * wrong and right > 1.0
+    assert cider([], []) == 0.0
