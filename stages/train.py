@@ -24,6 +24,7 @@ from pipeline import checkpoint
 from pipeline import engine as ds
 from pipeline.config import ConfigError, save_config
 from pipeline.data.formats import Formatter
+from pipeline.data.loader import STATS as LOADER_STATS
 from pipeline.data.loader import build_loader
 from pipeline.flops import FlopModel, device_peak_flops
 from pipeline.generate import greedy, prompt_length
@@ -106,7 +107,7 @@ class StepStats:
 
 
 def _summed(stats: list[StepStats]) -> StepStats:
-    total = StepStats(loader={"skipped": Counter(), "tasks": Counter()})
+    total = StepStats(loader={name: Counter() for name in LOADER_STATS})
     for s in stats:  # rank order: the sums are the same on every rank and every rerun
         total.loss_sum += s.loss_sum
         total.tokens += s.tokens
@@ -118,7 +119,7 @@ def _summed(stats: list[StepStats]) -> StepStats:
         total.flops += s.flops
         total.data_wait += s.data_wait
         total.nonfinite_keys += s.nonfinite_keys
-        for name in ("skipped", "tasks"):
+        for name in LOADER_STATS:
             total.loader[name].update(s.loader.get(name, {}))
         total.memory_gb = max(total.memory_gb, s.memory_gb)
     return total
@@ -248,7 +249,7 @@ class Trainer:
             self.engine.backward(out.loss)
             if micro < self.accumulation - 1:
                 self.engine.step()  # DeepSpeed counts micro-steps; no update before the boundary
-        stats.loader = {k: v for k, v in self.loader.stats().items() if k in ("skipped", "tasks")}
+        stats.loader = self.loader.stats()
         stats.memory_gb = _memory_gb(self.dist.device)
         return stats, batch
 
@@ -279,8 +280,9 @@ class Trainer:
         row["data_wait_share"] = total.data_wait / (seconds * self.dist.world_size)
         row["step_s"] = seconds
         row["memory_gb"] = total.memory_gb
-        for reason, count in sorted(total.loader["skipped"].items()):
-            row[f"skipped/{reason}"] = count
+        for name in ("skipped", "truncated", "dropped_turns"):  # cumulative, per reason or task
+            for key, count in sorted(total.loader[name].items()):
+                row[f"{name}/{key}"] = count
         seen = sum(total.loader["tasks"].values())
         for task, count in sorted(total.loader["tasks"].items()):
             row[f"mix/{task}"] = count / seen

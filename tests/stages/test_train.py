@@ -52,6 +52,15 @@ def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, fro
     assert held["optimizer_bytes"] == pytest.approx(12 * trainable, rel=0.01)
 
 
+def test_truncated_samples_are_counted_in_the_metrics(tmp_path, world_shards):
+    cfg = stage_cfg("stage1", tmp_path, world_shards, "data.max_length=30")  # image span 18, then the caption
+    trainer(cfg).train()
+    rows = read_metrics(tmp_path / "default" / "stage1" / "metrics.jsonl")
+    counts = [r.get("truncated/caption", 0) for r in rows]
+    assert counts[-1] > 0 and counts == sorted(counts)  # cumulative
+    assert counts[-1] <= sum(r["samples_per_s"] * r["step_s"] for r in rows) + 1e-6
+
+
 def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
     cfg = stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", "logging.wandb=offline",
                     "logging.sample_every=3", "logging.sample_count=2")  # fmt: skip
