@@ -4,6 +4,9 @@
   loader with its worker, per-step metrics to JSONL and wandb offline) over a bare loop of forward + backward
   per micro-batch and one ``torch.optim.AdamW`` step, on the same model, freezing and micro-batches.
 - ``data_wait_share``: the share of the stage's step time spent waiting for the loader (the metric it logs).
+- ``compute_overhead_ratio``: the same stage with the loader inline (no worker process), its data wait taken
+  out of each step, over the bare loop: the trainer's own cost (DeepSpeed's hooks and step, metrics) apart
+  from the data path's. ``data_s_per_step``: that data wait in seconds.
 - ``zero3_mem_ratio``: per-rank parameter + optimizer bytes under ZeRO-3 (stage 2: everything learns) with
   2 ranks over 1 rank, each started by the ``deepspeed`` launcher.
 """
@@ -113,12 +116,17 @@ def run() -> dict:
         accumulation = cfg.train.accumulation(1)
         ours, wait, batches = _trainer_step_s(cfg)
         bare = _bare_step_s(cfg, batches, accumulation)
+        inline = stage_config("stage1", shards, Path(tmp), f"train.max_steps={STEPS}", f"train.checkpoint_every={STEPS}",
+                              "data.num_workers=0", "run.name=bench-inline")  # fmt: skip
+        inline_s, inline_wait, _ = _trainer_step_s(inline)
         one, two = _zero3_bytes(1, shards, Path(tmp)), _zero3_bytes(2, shards, Path(tmp))
     return {
         "overhead_ratio": round(ours / bare, 3),
         "step_s": round(ours, 3),
         "bare_step_s": round(bare, 3),
         "data_wait_share": round(wait, 4),
+        "compute_overhead_ratio": round(inline_s * (1 - inline_wait) / bare, 3),
+        "data_s_per_step": round(inline_s * inline_wait, 3),
         "zero3_mem_ratio": round(two / one, 3),
         "zero3_bytes_1_rank": one,
         "zero3_bytes_per_rank_2_ranks": two,
