@@ -11,7 +11,7 @@ from pathlib import Path
 NOT_BUILT = [
     "the chain of prep -> stage 1 -> 2 -> 3 in this command (each stage runs on its own: "
     "`DS_ACCELERATOR=cpu deepspeed --num_gpus 2 launch/stage1.py`, see the README)",
-    "evaluation, generation CLI and the report",
+    "the report (evaluation exists: `python -m pipeline.eval`; generation: `python -m pipeline.generate`)",
 ]
 
 
