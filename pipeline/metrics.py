@@ -16,6 +16,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
+EVAL = "eval.jsonl"
 LOSS_PLOT = "loss.png"
 
 
@@ -56,6 +57,15 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
+    def evaluation(self, step: int, result: dict[str, Any]) -> None:
+        """Held-out scores (pipeline.eval): a row of eval.jsonl, and eval/* and blind/* at this step in wandb."""
+        scores = {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}
+        scores |= {f"blind/{k}": v for k, v in result.get("blind", {}).items()}
+        with (self.folder / EVAL).open("a") as f:
+            f.write(json.dumps({"step": step, **scores, "samples": result.get("samples", {})}) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(scores, step=step)
+
     def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         """Generated text beside the ground truth: a wandb table (with the images) and samples.jsonl."""
         for row in rows:
@@ -89,6 +99,9 @@ class NullLogger:
         pass
 
     def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def evaluation(self, step: int, result: dict[str, Any]) -> None:
         pass
 
     def close(self) -> None:

@@ -179,6 +179,20 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Held-out evaluation of the stage's final/ export (pipeline.eval), with the image-blind twin."""
+
+    shards: str | None = None  # brace-expanded held-out shards; null = no evaluation at the stage end
+    limit: int = 100  # items per task
+    batch_size: int = 16
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        for key in ("limit", "batch_size", "max_new_tokens"):
+            _check(getattr(self, key) > 0, f"eval.{key}", "must be > 0")
+
+
+@dataclass
 class RunConfig:
     name: str = "default"  # outputs under <output_dir>/<name>/<stage>/; stages of one name chain
     stage: str = "stage1"
@@ -202,3 +216,4 @@ class StageConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -333,7 +333,28 @@ class Trainer:
         if self.dist.main:
             folder = save_pretrained(self.out / "final", state, self.llm_config, self.tokenizer, self.cfg)
             log.info("final weights: %s (QwenVL.from_pretrained loads it)", folder)
+            if self.cfg.eval.shards:
+                self._evaluate(folder)
         ds.barrier()
+
+    def _evaluate(self, folder: Path) -> None:
+        """The export scored on held-out shards by rank 0 alone (the export is whole, also under ZeRO-3)."""
+        import json
+
+        from pipeline.data.shard_format import expand_urls
+        from pipeline.eval import evaluate
+
+        e = self.cfg.eval
+        urls = expand_urls(e.shards, key="eval.shards")
+        model, tokenizer, cfg = QwenVL.from_pretrained(folder)
+        formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
+        transform = image_transform(cfg.model.vision, cfg.data.image_size)
+        result = evaluate(model.to(self.dist.device), tokenizer, formatter, transform, urls, limit=e.limit,
+                          batch_size=e.batch_size, max_new_tokens=e.max_new_tokens)  # fmt: skip
+        (folder / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+        self.logger.evaluation(self.step, result)
+        log.info("held-out eval (blind in brackets): %s", ", ".join(
+            f"{k} {v:.3f} ({result['blind'][k]:.3f})" for k, v in result.items() if isinstance(v, float)))  # fmt: skip
 
 
 def _tokenizer(name: str):

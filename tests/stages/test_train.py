@@ -1,6 +1,7 @@
 """The stage trainer in this process, one rank (DeepSpeed on its CPU accelerator, ZeRO-2): what a stage
 freezes, what it logs from step 1, what it exports, and how it fails. Multi-rank runs: test_distributed.py."""
 
+import json
 import re
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def test_truncated_samples_are_counted_in_the_metrics(tmp_path, world_shards):
 
 def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
     cfg = stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", "logging.wandb=offline",
-                    "logging.sample_every=3", "logging.sample_count=2")  # fmt: skip
+                    "logging.sample_every=3", "logging.sample_count=2", f"eval.shards={world_shards}",
+                    "eval.limit=2", "eval.max_new_tokens=4")  # fmt: skip
     t = trainer(cfg)
     t.train()
     out = tmp_path / "default" / "stage2"
@@ -80,13 +82,25 @@ def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
     samples = (out / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 2 and '"generated"' in samples[0]
 
+    scores = json.loads((out / "final" / "eval.json").read_text())  # held-out eval of the export
+    assert {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"} <= set(scores["blind"]) <= set(scores)
+    (row,) = read_metrics(out / "eval.jsonl")
+    assert row["step"] == 3 and "eval/vqa_acc" in row and "blind/vqa_acc" in row
     model, tokenizer, exported = QwenVL.from_pretrained(out / "final")
     assert exported.run.stage == "stage2" and len(tokenizer) == len(t.tokenizer)
     trained = t.engine.module.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
 
     log = next((out / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
-    for key in (b"loss/", b"grad_norm", b"mfu", b"tokens_per_s", b"vit_layer_decay", b"global_batch_size"):
+    for key in (
+        b"loss/",
+        b"grad_norm",
+        b"mfu",
+        b"tokens_per_s",
+        b"vit_layer_decay",
+        b"global_batch_size",
+        b"eval/cider",
+    ):
         assert key in log, key  # logged metrics and the resolved config
 
 
