@@ -111,13 +111,14 @@ def _rank_main(result: str, shards: str, out: str) -> None:
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_shards(world_samples(400, 40), Path(tmp) / "shards", per_shard=40)
-        cfg = stage_config("stage1", shards, Path(tmp), f"train.max_steps={STEPS}",
-                           f"train.checkpoint_every={STEPS}")  # fmt: skip
+        steps = [f"train.max_steps={STEPS}", f"train.checkpoint_every={STEPS}"]
+        cfg = stage_config("stage1", shards, Path(tmp), *steps)
         accumulation = cfg.train.accumulation(1)
         ours, wait, batches = _trainer_step_s(cfg)
         bare = _bare_step_s(cfg, batches, accumulation)
-        inline = stage_config("stage1", shards, Path(tmp), f"train.max_steps={STEPS}", f"train.checkpoint_every={STEPS}",
-                              "data.num_workers=0", "run.name=bench-inline")  # fmt: skip
+        inline = stage_config(
+            "stage1", shards, Path(tmp), *steps, "data.num_workers=0", "run.name=bench-inline"
+        )
         inline_s, inline_wait, _ = _trainer_step_s(inline)
         one, two = _zero3_bytes(1, shards, Path(tmp)), _zero3_bytes(2, shards, Path(tmp))
     return {

@@ -149,6 +149,12 @@ REASONS = {f.name: f.reasons for f in CHAIN}
 CATCHES = {label: reasons for f in CHAIN for label, reasons in f.catches.items()}
 
 
+def build_chain(cfg: PrepConfig, duplicates: frozenset[str] = frozenset()) -> list[Filter]:
+    """The per-sample filters that run under ``cfg``, in order (the CLIP filter is applied by data_prep.score)."""
+    chain = [f(cfg, duplicates) for f in CHAIN if not f.batched]
+    return [f for f in chain if f.runs]
+
+
 def enabled_steps(cfg: PrepConfig) -> dict[str, tuple[str, ...]]:
     """The funnel's steps: the enabled filters in chain order, with their reasons."""
     return {f.name: f.reasons for f in CHAIN if getattr(cfg.filters, f.name).enabled}
@@ -162,8 +168,8 @@ def filter_part(batch: dict, cfg: PrepConfig) -> dict:
         start = time.perf_counter()
         spec = json.loads(spec)
         s = PartStats(spec["part"], worker=f"{socket.gethostname()}:{os.getpid()}")
-        chain = [f(cfg, frozenset(json.loads(dups))) for f in CHAIN if not f.batched]
-        survivors = list(run_chain(cfg, read_part(cfg, spec), [f for f in chain if f.runs], s))
+        chain = build_chain(cfg, frozenset(json.loads(dups)))
+        survivors = list(run_chain(cfg, read_part(cfg, spec), chain, s))
         s.seconds["filter"] = time.perf_counter() - start
         specs.append(json.dumps(spec))
         kept.append(survivors)

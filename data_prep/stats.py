@@ -103,7 +103,7 @@ class PartStats:
 
     def balance(self) -> int:
         """input - kept - dropped - errors: zero when nothing was lost."""
-        return balance(asdict(self))
+        return balance(vars(self))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,8 +31,7 @@ from pipeline.eval_metrics import (
     ocr_accuracy,
     parse_box,
 )
-from pipeline.generate import greedy_batch, prompt_length
-from pipeline.tokens import ENDOFTEXT, IM_END
+from pipeline.generate import answer_texts, end_ids, greedy_batch, load_export, prompt_length
 
 # task -> the key of its score in eval.json
 METRICS = {
@@ -93,7 +92,7 @@ def answers(
 ) -> list[str]:
     """Generated answers in item order; ``blind`` blanks every image (zeros after normalisation: the mean)."""
     device = next(model.parameters()).device
-    eos = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+    eos = end_ids(tokenizer)
     out: list[str] = []
     for start in tqdm(
         range(0, len(items), batch_size), desc="eval (blind)" if blind else "eval", leave=False
@@ -107,9 +106,7 @@ def answers(
             pixels = torch.zeros(0, 3, *model.image_size, device=device)
         generated = greedy_batch(model, [it.prompt for it in batch], pixels, [it.image is not None for it in batch],
                                  max_new_tokens, eos, tokenizer.pad_token_id)  # fmt: skip
-        out += [
-            tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False) for ids in generated
-        ]
+        out += answer_texts(tokenizer, generated, eos)
     return out
 
 
@@ -146,10 +143,17 @@ def evaluate(model, tokenizer, formatter: Formatter, transform: Callable, urls: 
     return {**scores(items, seeing), "blind": scores(items, blind), "samples": counts, "examples": examples}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.model.qwenvl import QwenVL
-    from pipeline.model.vision import image_transform
+def evaluate_export(folder: str | Path, urls: list[str], tasks: tuple[str, ...] = tuple(METRICS), limit: int = 200,
+                    batch_size: int = 16, max_new_tokens: int = 64, device=None,
+                    out: str | Path | None = None) -> dict:  # fmt: skip
+    """``evaluate`` on a final/ export, also written to ``out`` (default ``folder/eval.json``)."""
+    model, tokenizer, formatter, transform = load_export(folder, device)
+    result = evaluate(model, tokenizer, formatter, transform, urls, tasks, limit, batch_size, max_new_tokens)
+    Path(out or Path(folder) / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return result
 
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a final/ export (QwenVL.from_pretrained)")
     p.add_argument("--shards", required=True, help="held-out shards, brace-expanded")
@@ -162,16 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = tuple(t for t in args.tasks.split(",") if t)
     if unknown := set(tasks) - set(METRICS):
         p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(METRICS)}")
-    model, tokenizer, cfg = QwenVL.from_pretrained(args.checkpoint)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
-    transform = image_transform(cfg.model.vision, cfg.data.image_size)
-    urls = expand_urls(args.shards, key="--shards")
-    result = evaluate(model, tokenizer, formatter, transform, urls, tasks, args.limit, args.batch_size,
-                      args.max_new_tokens)  # fmt: skip
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
-    out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    result = evaluate_export(args.checkpoint, expand_urls(args.shards, key="--shards"), tasks, args.limit,
+                             args.batch_size, args.max_new_tokens, out=out)  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
     print(f"written: {out}")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.tokens import IGNORE
+from pipeline.tokens import ENDOFTEXT, IGNORE, IM_END
 
 
 def prompt_length(labels: list[int]) -> int:
@@ -18,6 +18,36 @@ def prompt_length(labels: list[int]) -> int:
     from its first token (pure text) keeps its first few tokens as the prompt."""
     starts = [i for i in range(1, len(labels)) if labels[i - 1] == IGNORE and labels[i] != IGNORE]
     return starts[-1] if starts else min(8, max(1, len(labels) // 2))
+
+
+def load_export(folder, device: str | torch.device | None = None):
+    """A final/ export ready to answer: (model in eval mode on ``device``, tokenizer, its Formatter, its image
+    transform); the device defaults to CUDA when there is one."""
+    from pipeline.data.formats import Formatter
+    from pipeline.model.qwenvl import QwenVL
+    from pipeline.model.vision import image_transform
+
+    model, tokenizer, cfg = QwenVL.from_pretrained(folder)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
+    return (
+        model.to(device).eval(),
+        tokenizer,
+        formatter,
+        image_transform(cfg.model.vision, cfg.data.image_size),
+    )
+
+
+def end_ids(tokenizer) -> list[int]:
+    """The tokens that end an answer: <|endoftext|> (stages 1-2) and <|im_end|> (ChatML)."""
+    return tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+
+
+def answer_texts(tokenizer, generated: list[list[int]], eos: list[int]) -> list[str]:
+    """Generated ids as text, without the end tokens (the model's box and ref tokens kept)."""
+    return [
+        tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False) for ids in generated
+    ]
 
 
 @torch.no_grad()
@@ -102,13 +132,10 @@ def draw_boxes(image, text: str):
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import itertools
     import sys
 
-    from pipeline.data.formats import Formatter
     from pipeline.data.loader import decode_image
-    from pipeline.model.qwenvl import QwenVL
-    from pipeline.model.vision import image_transform
-    from pipeline.tokens import ENDOFTEXT, IM_END
 
     p = argparse.ArgumentParser(prog="python -m pipeline.generate",
                                 description="Answer a prompt about an image with a trained checkpoint.")  # fmt: skip
@@ -125,24 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.prompt and not args.chat:
         p.error("give --prompt TEXT, or --chat")
 
-    model, tokenizer, cfg = QwenVL.from_pretrained(args.checkpoint)
-    model.eval()
-    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
-    eos = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+    model, tokenizer, formatter, transform = load_export(args.checkpoint)
+    device = next(model.parameters()).device
+    eos = end_ids(tokenizer)
     image = decode_image(open(args.image, "rb").read(), args.image) if args.image else None
-    pixels = image_transform(cfg.model.vision, cfg.data.image_size)(image)[None] if image else None
+    pixels = transform(image)[None].to(device) if image else torch.zeros(0, 3, 1, 1, device=device)
 
     def answer(prompts: list[list[int]]) -> list[str]:
-        images = pixels.expand(len(prompts), -1, -1, -1) if pixels is not None else torch.zeros(0, 3, 1, 1)
+        images = pixels.expand(len(prompts), -1, -1, -1) if image else pixels
         new = greedy_batch(model, prompts, images, [image is not None] * len(prompts), args.max_new_tokens, eos,
                            tokenizer.pad_token_id, temperature=args.temperature, top_p=args.top_p)  # fmt: skip
-        return [tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False) for ids in new]
+        return answer_texts(tokenizer, new, eos)
 
     replies: list[str] = []
     if args.chat:
         messages: list[dict] = []
-        turns = iter(args.prompt + [line.rstrip("\n") for line in sys.stdin])
-        for turn in turns:
+        # each line of stdin is answered as it comes (an interactive chat), after the --prompt turns
+        for turn in itertools.chain(args.prompt, (line.rstrip("\n") for line in sys.stdin)):
             messages.append({"role": "user", "content": turn})
             reply = answer([formatter.chat_prompt(messages, image is not None)])[0]
             messages.append({"role": "assistant", "content": reply})

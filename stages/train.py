@@ -26,14 +26,15 @@ from pipeline.config import ConfigError, save_config
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import STATS as LOADER_STATS
 from pipeline.data.loader import build_loader
+from pipeline.data.shard_format import expand_urls
+from pipeline.eval import evaluate_export
 from pipeline.flops import FlopModel, device_peak_flops
-from pipeline.generate import greedy, prompt_length
+from pipeline.generate import end_ids, greedy, prompt_length
 from pipeline.metrics import MetricsLogger, NullLogger
 from pipeline.model.qwenvl import QwenVL, load_weights, save_pretrained
 from pipeline.model.vision import image_transform
 from pipeline.optim import freeze, lr_factor, param_groups
 from pipeline.schema import MODULE_GROUPS, StageConfig
-from pipeline.tokens import ENDOFTEXT, IM_END
 
 log = logging.getLogger("stages")
 SAMPLE_TOKENS = 48  # new tokens per generated sample in the tables
@@ -292,7 +293,7 @@ class Trainer:
     def _samples(self, batch: dict) -> None:
         """Generated text beside the ground truth for the first samples of this rank's last micro-batch."""
         model = self.engine.module
-        eos = self.tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
+        eos = end_ids(self.tokenizer)
         image_rows = torch.cumsum(batch["has_image"].long(), 0) - 1
         rows = []
         for i in range(min(self.cfg.logging.sample_count, len(batch["keys"]))):
@@ -339,19 +340,9 @@ class Trainer:
 
     def _evaluate(self, folder: Path) -> None:
         """The export scored on held-out shards by rank 0 alone (the export is whole, also under ZeRO-3)."""
-        import json
-
-        from pipeline.data.shard_format import expand_urls
-        from pipeline.eval import evaluate
-
         e = self.cfg.eval
-        urls = expand_urls(e.shards, key="eval.shards")
-        model, tokenizer, cfg = QwenVL.from_pretrained(folder)
-        formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
-        transform = image_transform(cfg.model.vision, cfg.data.image_size)
-        result = evaluate(model.to(self.dist.device), tokenizer, formatter, transform, urls, limit=e.limit,
-                          batch_size=e.batch_size, max_new_tokens=e.max_new_tokens)  # fmt: skip
-        (folder / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+        result = evaluate_export(folder, expand_urls(e.shards, key="eval.shards"), limit=e.limit,
+                                 batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, device=self.dist.device)  # fmt: skip
         self.logger.evaluation(self.step, result)
         log.info("held-out eval (blind in brackets): %s", ", ".join(
             f"{k} {v:.3f} ({result['blind'][k]:.3f})" for k, v in result.items() if isinstance(v, float)))  # fmt: skip

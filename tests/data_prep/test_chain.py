@@ -6,7 +6,7 @@ from dataclasses import fields
 
 from PIL import Image
 
-from data_prep.chain import CATCHES, CHAIN, REASONS, run_chain
+from data_prep.chain import CATCHES, CHAIN, REASONS, build_chain, run_chain
 from data_prep.config import Filters, PrepConfig
 from data_prep.sample import ReadError, Sample
 from data_prep.sources import folder
@@ -21,8 +21,7 @@ def _jpeg(size=(320, 240)) -> bytes:
 
 def _run(cfg: PrepConfig, items: list, duplicates=frozenset()) -> tuple[list[Sample], PartStats]:
     stats = PartStats(0)
-    chain = [f(cfg, duplicates) for f in CHAIN if not f.batched]
-    return list(run_chain(cfg, iter(items), [f for f in chain if f.runs], stats)), stats
+    return list(run_chain(cfg, iter(items), build_chain(cfg, duplicates), stats)), stats
 
 
 def test_every_configured_filter_is_in_the_chain_in_the_same_order():
