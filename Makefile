@@ -37,8 +37,8 @@ tokenizer: setup  ## build (or reuse) the offline tokenizer under .cache/tokeniz
 test: setup tokenizer  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup tokenizer  ## run the embedded default end to end
-	$(PY) -m launch.demo
+demo: setup tokenizer  ## the whole recipe on the embedded default: make demo [FRESH=1] [ARGS="ranks=2 ..."]
+	$(PY) -m launch.demo $(if $(FRESH),--fresh) $(ARGS)
 
 prep: setup  ## prepare data: make prep DATA=<preset> ARGS="key=value ..."
 	$(PY) -m data_prep --config configs/data/$(DATA).yaml $(ARGS)

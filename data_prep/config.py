@@ -94,6 +94,7 @@ class PrepConfig:
     image_root: str = ""  # llava: folder the JSON's image paths are relative to
     num_samples: int = 5000  # synthetic: raw image-text pairs to generate
     seed: int = 0  # synthetic world seed; also the shuffle seed of every output shard
+    split: str = "train"  # synthetic: train | heldout (sample seeds disjoint from train's, no noise)
     samples_per_shard: int = 1000  # input samples per unit of work; each becomes one output shard
     max_side: int = 512  # images are resized so that the longer side is at most this
     jpeg_quality: int = 95
@@ -110,6 +111,8 @@ class PrepConfig:
             raise ConfigError(f"key 'source': {self.source!r} is not one of {tuple(SOURCES)}")
         if self.source != "synthetic" and not self.input:
             raise ConfigError(f"key 'input': required for source {self.source!r}")
+        if self.split not in ("train", "heldout"):
+            raise ConfigError(f"key 'split': {self.split!r} is not one of ('train', 'heldout')")
         if self.source == "llava" and not self.image_root:
             raise ConfigError("key 'image_root': required for source 'llava'")
         for key in ("num_samples", "samples_per_shard", "max_side"):

@@ -114,6 +114,7 @@ def run(cfg: PrepConfig) -> dict:
         },
     }
     summary["samples_per_s"] = summary["run"]["samples_per_s"]
+    summary["clip"]["scorer"] = scorer_dir  # the trained synthetic scorer's folder (the demo's vision tower)
     write_json(out / "summary.json", summary)
     from data_prep.plots import write_plots
 

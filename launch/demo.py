@@ -1,35 +1,202 @@
-"""`make demo`: the embedded default end to end. The chained run (prep -> stage 1 -> 2 -> 3 -> eval) lands with
-the demo issue; until then this runs what exists and says plainly what does not."""
+"""`make demo`: the whole recipe on the embedded default, offline, to an evaluated chat model.
+
+    python -m launch.demo [--config configs/demo.yaml] [--fresh] [key=value ...]
+
+synthetic world -> `make prep` (its CLIP scorer becomes the vision tower) -> held-out shards -> stage 0 (the
+LLM's text warm-start, on the tasks' text with the images left out) -> stages 1, 2, 3 (each under the `deepspeed` launcher a user runs, each
+scored on the held-out shards at its end, next to its image-blind twin) -> report (``runs/demo/report.md``,
+``eval.json``, plots) -> a Hugging Face-style export. A second run reuses every finished phase (a stage that
+was cut off resumes from its last checkpoint); ``--fresh`` deletes the run and its held-out data first.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-NOT_BUILT = [
-    "the chain of prep -> stage 1 -> 2 -> 3 in this command (each stage runs on its own: "
-    "`DS_ACCELERATOR=cpu deepspeed --num_gpus 2 launch/stage1.py`, see the README)",
-    "the report (evaluation exists: `python -m pipeline.eval`; generation: `python -m pipeline.generate`)",
-]
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config
+
+STAGES = ("stage0", "stage1", "stage2", "stage3")
 
 
-def main() -> int:
-    out = Path("data/demo")
-    # a small world; the CLIP filter is off here because its scorer trains for minutes (`make prep` trains it)
-    prep = ["--config", "configs/data/synthetic.yaml", f"output_dir={out}", "num_samples=300",
-            "samples_per_shard=100", "filters.clip.enabled=false"]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "data_prep", *prep], check=True)
-    tok = json.loads(Path(".cache/tokenizer/build_info.json").read_text())
-    print(
-        f"\nbuilt: cleaned synthetic shards in {out}/shards (plots in {out}/plots), "
-        f"offline tokenizer in .cache/tokenizer ({tok['vocab_size']} tokens)"
+@dataclass
+class DemoConfig:
+    name: str = "demo"  # run.name of every stage: outputs under <output_dir>/<name>/
+    output_dir: str = "runs"
+    ranks: int = (
+        1  # processes per stage under the deepspeed launcher (CPU: DeepSpeed's CPU accelerator, gloo)
     )
-    print("demo is NOT complete - not built yet:")
-    for item in NOT_BUILT:
-        print(f"  - {item}")
+    data: str = "data/synthetic"  # `make prep`'s output: reused when its summary.json is there
+    prep: list[str] = field(default_factory=list)  # overrides of configs/data/synthetic.yaml for that prep
+    heldout: str = "data/heldout"  # the held-out world's shards (split=heldout: disjoint seeds, no noise)
+    heldout_samples: int = 300
+    vision_init: str = "scorer"  # scorer: the prep's CLIP scorer initialises the ViT | none: a fresh ViT
+    eval_limit: int = 100  # held-out items per task at each stage end (each also image-blind)
+    report_images: int = 8  # held-out images in the report's grid
+    stages: dict[str, list[str]] = field(default_factory=dict)  # stage -> its overrides, in chain order
+
+    def __post_init__(self) -> None:
+        if self.vision_init not in ("scorer", "none"):
+            raise ConfigError(f"key 'vision_init': {self.vision_init!r} is not one of ('scorer', 'none')")
+        if not self.stages:
+            raise ConfigError("key 'stages': name at least one stage")
+        if unknown := set(self.stages) - set(STAGES):
+            raise ConfigError(f"key 'stages': unknown {sorted(unknown)}; known: {STAGES}")
+        if self.ranks < 1:
+            raise ConfigError("key 'ranks': must be >= 1")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+class Phases:
+    """Runs the chain's phases in order, each once: a phase whose output is there is reused. Times are kept in
+    ``phases.json`` (a reused phase keeps the seconds it took when it ran)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+        self.start = time.perf_counter()
+
+    def __call__(self, name: str, done: Callable[[], bool], work: Callable[[], None]) -> None:
+        if done():
+            before = self.times.get(name, {}).get("seconds")
+            print(
+                f"[demo] {name}: done before, reused" + (f" (took {before:.0f} s)" if before else ""),
+                flush=True,
+            )
+            self.times.setdefault(name, {})["reused"] = True
+        else:
+            print(f"[demo] {name} ...", flush=True)
+            start = time.perf_counter()
+            work()
+            seconds = time.perf_counter() - start
+            self.times[name] = {"seconds": round(seconds, 1), "reused": False}
+            print(
+                f"[demo] {name}: {seconds:.0f} s (demo so far {time.perf_counter() - self.start:.0f} s)",
+                flush=True,
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.times, indent=1))
+
+
+def _python(*args: str) -> None:
+    subprocess.run([sys.executable, *args], check=True)
+
+
+def _prep_done(folder: str) -> bool:
+    return (Path(folder) / "summary.json").is_file()
+
+
+def _shards(folder: str) -> str:
+    return json.loads((Path(folder) / "summary.json").read_text())["shard_pattern"]
+
+
+def _scorer_weights(cfg: DemoConfig) -> Path:
+    scorer = json.loads((Path(cfg.data) / "summary.json").read_text())["clip"].get("scorer")
+    if not scorer:
+        raise ConfigError(f"key 'vision_init': {cfg.data}/summary.json names no CLIP scorer (re-run `make prep` "
+                          "with the synthetic scorer on; it reuses a trained one)")  # fmt: skip
+    return Path(scorer) / "model.safetensors"
+
+
+def stage_command(cfg: DemoConfig, stage: str, extra: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The `deepspeed` launcher command a user would type for one stage of the chain, and its environment."""
+    from pipeline.engine import free_port
+
+    env = dict(os.environ)
+    if not _has_cuda():
+        env["DS_ACCELERATOR"] = "cpu"
+    launcher = Path(sys.executable).with_name("deepspeed")
+    command = [str(launcher), "--num_gpus", str(cfg.ranks), "--master_port", str(free_port()),
+               f"launch/{stage}.py", f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *extra,
+               *cfg.stages[stage]]  # fmt: skip
+    return command, env
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(CONFIG_ROOT / "demo.yaml"))
+    p.add_argument("--fresh", action="store_true", help="delete this demo's run and held-out data first")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value, e.g. ranks=2 'stages.stage1=[train.max_steps=10]'"
+    )
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(DemoConfig, args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.fresh:
+        for folder in (cfg.run_dir, Path(cfg.heldout)):
+            shutil.rmtree(folder, ignore_errors=True)
+    try:
+        run(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(f"[demo] failed: {' '.join(map(str, e.cmd))} exited with {e.returncode}", file=sys.stderr)
+        return 1
     return 0
+
+
+def run(cfg: DemoConfig) -> dict:
+    out = cfg.run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "demo.yaml")
+    phases = Phases(out / "phases.json")
+    synthetic = str(CONFIG_ROOT / "data" / "synthetic.yaml")
+
+    phases("prep", lambda: _prep_done(cfg.data),
+           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *cfg.prep))  # fmt: skip
+    phases("heldout", lambda: _prep_done(cfg.heldout),
+           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "split=heldout",
+                           f"num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
+    heldout = _shards(cfg.heldout)
+    evaluation = [f"eval.shards={heldout}", f"eval.limit={cfg.eval_limit}"]
+    chain = [s for s in STAGES if s in cfg.stages]
+    for before, stage in zip([None, *chain], chain, strict=False):
+        extra = [f"data.shards={_shards(cfg.data)}", *evaluation]
+        if before is not None:  # stages 2 and 3 default to this; stage 1 starts fresh unless chained
+            extra.append(f"train.init_from={out / before / 'final'}")
+        if stage == chain[0] and cfg.vision_init == "scorer":  # the first stage builds the model
+            extra.append(f"model.vision.pretrained={_scorer_weights(cfg)}")
+        command, env = stage_command(cfg, stage, extra)
+        final = out / stage / "final"
+        phases(stage, lambda f=final: (f / "eval.json").is_file(),
+               lambda c=command, e=env: subprocess.run(c, check=True, env=e))  # fmt: skip
+
+    from pipeline.report import write_report
+
+    last = out / chain[-1] / "final"
+    phases("report", lambda: False,
+           lambda: write_report(out, phases.times, Path(cfg.data), heldout, last, cfg.report_images))  # fmt: skip
+    from pipeline.export import export_hf
+
+    phases("export", lambda: False, lambda: export_hf(last, out / "hf"))
+    result = json.loads((out / "eval.json").read_text())
+    total = sum(t.get("seconds", 0) for t in phases.times.values())
+    print(f"\n[demo] report: {out / 'report.md'}   eval: {out / 'eval.json'}   export: {out / 'hf'}")
+    print(f"[demo] phases took {total:.0f} s in all")
+    print("[demo] held-out, final model (image-blind twin in brackets): " + ", ".join(
+        f"{k} {v:.3f} ({result['blind'].get(k, float('nan')):.3f})" for k, v in result.items() if isinstance(v, float)))  # fmt: skip
+    return result
 
 
 if __name__ == "__main__":

@@ -110,6 +110,14 @@ def greedy(
 
 
 # -- the command line ---------------------------------------------------------------------------------------
+def draw_box(draw, box, size: tuple[int, int], colour=(255, 0, 0)) -> tuple[float, ...]:
+    """One box on the [0, 1000) grid drawn in pixels; corners given in any order (a model may swap them)."""
+    x1, y1, x2, y2 = (v * size[i % 2] / 1000 for i, v in enumerate(box))
+    xy = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+    draw.rectangle(xy, outline=colour, width=max(1, size[0] // 150))
+    return xy
+
+
 def draw_boxes(image, text: str):
     """The boxes of a generated answer ([0, 1000) grid, as Qwen-VL writes them) drawn on a copy of the image,
     each labelled with the <ref> text just before it, when there is one."""
@@ -119,11 +127,8 @@ def draw_boxes(image, text: str):
 
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
-    width, height = out.size
     for match in BOX.finditer(text):
-        x1, y1, x2, y2 = (int(v) for v in match.groups())
-        box = (x1 * width / 1000, y1 * height / 1000, x2 * width / 1000, y2 * height / 1000)
-        draw.rectangle(box, outline=(255, 0, 0), width=max(1, width // 150))
+        box = draw_box(draw, [int(v) for v in match.groups()], out.size)
         refs = REF.findall(text[: match.start()])
         if refs:
             draw.text((box[0] + 2, box[1] + 2), refs[-1], fill=(255, 0, 0))

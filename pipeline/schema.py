@@ -64,6 +64,7 @@ class DataConfig:
     shards: str = "data/synthetic/shards/{000000..000009}.tar"  # brace-expanded webdataset URLs
     tasks: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})  # task -> mixing weight
     image_size: int = 224  # stage resolution (paper: 224 in stage 1, 448 in stages 2-3)
+    images: bool = True  # false: every sample without its image span (text alone; no image decoded)
     max_length: int = 512  # tokens per sample; a sample whose image span would be cut is dropped
     num_workers: int = 2  # dataloader workers per rank
     open_shards: int = (

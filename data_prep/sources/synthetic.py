@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,22 +24,24 @@ def check(cfg: PrepConfig) -> None:
     world = _raw(cfg) / "world.json"
     if world.is_file():
         done = json.loads(world.read_text())["config"]
-        if (done["num_samples"], done["seed"]) != (cfg.num_samples, cfg.seed):
+        made = (done["num_samples"], done["seed"], done.get("split", "train"))
+        if made != (cfg.num_samples, cfg.seed, cfg.split):
             raise ConfigError(
-                f"key 'output_dir': {world}: a world with num_samples={done['num_samples']} seed={done['seed']} "
+                f"key 'output_dir': {world}: a world with num_samples={made[0]} seed={made[1]} split={made[2]} "
                 "is there; use another output_dir or delete it"
             )
 
 
 def plan(cfg: PrepConfig) -> list[dict]:
-    from data_prep.synthetic import WorldConfig, generate
+    from data_prep.synthetic import NoiseRates, WorldConfig, generate
 
     check(cfg)
     out = _raw(cfg)
     if (out / "world.json").is_file():
         log.info("synthetic world already at %s (%d pairs, seed %d)", out, cfg.num_samples, cfg.seed)
     else:
-        generate(WorldConfig(num_samples=cfg.num_samples, seed=cfg.seed), out)
+        noise = NoiseRates() if cfg.split == "train" else NoiseRates(*[0.0] * len(fields(NoiseRates)))
+        generate(WorldConfig(num_samples=cfg.num_samples, seed=cfg.seed, split=cfg.split, noise=noise), out)
         # the contact sheet is for people, not an input sample
         (Path(cfg.output_dir) / "plots").mkdir(parents=True, exist_ok=True)
         (out / "preview.png").replace(Path(cfg.output_dir) / "plots" / "world_preview.png")

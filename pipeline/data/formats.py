@@ -176,11 +176,14 @@ class Formatter:
         self.image_span = [self.ids.image_start] + [self.ids.image_pad] * num_queries + [self.ids.image_end]
         self.max_length = max_length
 
-    def __call__(self, record: Record, task: str, rng: random.Random) -> Example:
+    def __call__(self, record: Record, task: str, rng: random.Random, images: bool = True) -> Example:
+        """``images=False`` leaves the image span out: the task's text alone, as a text-only sample."""
         if problem := ground_truth_problem(record, task):
             raise Skip("bad_metadata", f"sample {record.key}: {task} ground truth unusable: {problem}")
         self._dropped_turns = 0  # set by _chatml
         segments = getattr(self, f"_{task}")(record, rng)
+        if not images:
+            segments = [s for s in segments if s[0] is not IMAGE]
         ids, labels, image_end = self.encode(segments)
         truncated = len(ids) > self.max_length
         if truncated:

@@ -135,7 +135,7 @@ class TaskBatches(IterableDataset):
         record, image = read_record(raw)
         rng = task_rng(self.seed, raw["__epoch__"], record.key)
         task = choose_task(record, self.cfg.tasks, rng)
-        example = self.formatter(record, task, rng)  # bad ground truth is a Skip; anything else a bug
+        example = self.formatter(record, task, rng, self.cfg.images)  # bad ground truth: a Skip; else a bug
         if not example.has_image:
             return example, None
         return example, self.transform(decode_image(image, record.key))

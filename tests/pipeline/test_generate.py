@@ -51,6 +51,12 @@ def test_boxes_in_an_answer_are_drawn_where_they_point():
     assert drawn.getpixel((60, 50)) == (255, 255, 255) and image.getpixel((20, 50)) == (255, 255, 255)
 
 
+def test_a_box_with_its_corners_swapped_is_drawn_not_refused():
+    image = Image.new("RGB", (200, 100), "white")
+    drawn = draw_boxes(image, "<|box_start|>(500,800),(100,200)<|box_end|>")
+    assert drawn.getpixel((20, 50)) == (255, 0, 0)
+
+
 def test_the_cli_answers_a_batch_chats_and_draws(export, tmp_path, capsys, monkeypatch):
     picture = tmp_path / "in.png"
     Image.new("RGB", (80, 60), "red").save(picture)

@@ -31,7 +31,8 @@ def trainer(cfg: StageConfig) -> Trainer:
 
 
 @pytest.mark.parametrize(
-    ("stage", "frozen"), [("stage1", {"llm"}), ("stage2", set()), ("stage3", {"vision"})]
+    ("stage", "frozen"),
+    [("stage0", {"vision", "adapter"}), ("stage1", {"llm"}), ("stage2", set()), ("stage3", {"vision"})],
 )
 def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, frozen):
     t = trainer(stage_cfg(stage, tmp_path, world_shards, "train.init_from=null"))

@@ -183,3 +183,13 @@ def test_generation_prompts_end_where_the_answer_starts(fmt):
         f"Picture 1: {image}\nDescribe it.<|im_end|>\n<|im_start|>assistant\nA circle.<|im_end|>\n"
         "<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+@pytest.mark.parametrize("task", ["caption", "vqa", "ref", "chatml"])
+def test_without_images_a_task_is_its_text_alone_with_the_same_targets(fmt, task):
+    seeing = fmt(IMAGE_RECORD, task, random.Random(0))
+    text = fmt(IMAGE_RECORD, task, random.Random(0), images=False)
+    assert not text.has_image and fmt.ids.image_pad not in text.input_ids
+    assert fmt.ids.image_start not in text.input_ids and fmt.ids.image_end not in text.input_ids
+    assert [t for t in text.labels if t != IGNORE] == [t for t in seeing.labels if t != IGNORE]
+    assert len(seeing.input_ids) - len(text.input_ids) == Q + 2  # the span, nothing else

@@ -159,3 +159,26 @@ def test_a_repeated_member_skips_one_sample_and_the_shard_goes_on(tmp_path, toke
     assert set(keys) == {"s0", "s2", "s3", "s4", "s5"}  # what follows s1 is read
     skipped = it.stats()["skipped"]
     assert list(skipped) == ["bad_member"] and skipped["bad_member"] >= 1  # s1, once per opening
+
+
+def test_with_images_off_no_image_is_decoded_or_sent(tmp_path, tokenizer):
+    samples = [
+        {"__key__": f"g{i}", "jpg": _jpeg("red"), "txt": "A red image.", "json": {"lang": "en"}}
+        for i in range(3)
+    ]
+    samples.append(
+        {"__key__": "corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": "A red image.", "json": {"lang": "en"}}
+    )
+    with wds.TarWriter(str(tmp_path / "0.tar")) as w:
+        for s in samples:
+            w.write(s)
+    cfg = DataConfig(shards=str(tmp_path / "0.tar"), tasks={"caption": 1.0}, image_size=SIZE, num_workers=0,
+                     images=False)  # fmt: skip
+    fmt = Formatter(tokenizer, num_queries=16, max_length=512)
+    it = build_loader(cfg, fmt, image_transform(VisionConfig(), SIZE), 4, 0, 0, 1)
+    batches = take(iter(it), 4)
+    assert "corrupt" in {k for b in batches for k in b["keys"]}  # its bad bytes are never opened
+    assert it.stats()["skipped"] == {}
+    for batch in batches:
+        assert not batch["has_image"].any() and batch["pixel_values"].shape[0] == 0
+        assert (batch["input_ids"] != fmt.ids.image_pad).all()

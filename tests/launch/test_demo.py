@@ -1,0 +1,82 @@
+"""`make demo`'s chain, shortened: a small world, every stage a few steps under the deepspeed launcher, the
+report and the export; a second run reuses every phase."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from launch.demo import STAGES, DemoConfig
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config
+from pipeline.model.qwenvl import QwenVL
+from pipeline.schema import StageConfig
+from tests.conftest import REPO
+
+SHORT = ["train.max_steps=2", "train.global_batch_size=4", "train.micro_batch_size=4", "data.image_size=56",
+         "model.adapter.num_queries=16", "logging.wandb=disabled", "eval.max_new_tokens=12", "data.num_workers=0"]  # fmt: skip
+KEYS = {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"}
+
+
+def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    stages = dict.fromkeys(("stage0", "stage1", "stage2", "stage3"), SHORT)
+    overrides = [f"output_dir={tmp_path / 'runs'}", f"data={tmp_path / 'world'}", f"heldout={tmp_path / 'heldout'}",
+                 "prep=[num_samples=120,samples_per_shard=60,filters.clip.enabled=false]",
+                 "heldout_samples=40", "vision_init=none", "eval_limit=3", "report_images=2",
+                 *(f"stages.{s}=[{','.join(o)}]" for s, o in stages.items()), *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "launch.demo", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1500)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def test_the_demo_config_names_real_stage_keys():
+    cfg = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml")
+    assert list(cfg.stages) == list(STAGES)
+    for stage, overrides in cfg.stages.items():
+        loaded = load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", overrides)
+        assert loaded.run.stage == stage
+    with pytest.raises(ConfigError, match="key 'stages'"):
+        load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages={stage9: []}"])
+
+
+@pytest.mark.slow
+def test_the_chain_writes_every_output_and_a_second_run_reuses_it(tmp_path, tokenizer_dir):
+    first = demo(tmp_path)
+    run = tmp_path / "runs" / "demo"
+    for stage in ("stage0", "stage1", "stage2", "stage3"):
+        assert (run / stage / "final" / "model.safetensors").is_file(), stage
+        assert KEYS <= json.loads((run / stage / "final" / "eval.json").read_text()).keys(), stage
+    result = json.loads((run / "eval.json").read_text())
+    assert KEYS <= result.keys() and KEYS <= result["blind"].keys()
+    assert set(result["stages"]) == {"stage0", "stage1", "stage2", "stage3"}
+    assert result["checkpoint"].endswith("stage3/final")
+    for plot in ("losses.png", "eval.png", "heldout_grid.png"):
+        assert (run / "plots" / plot).stat().st_size > 5000, plot
+    report = (run / "report.md").read_text()
+    assert "| stage3 |" in report and "plots/heldout_grid.png" in report
+    phases = json.loads((run / "phases.json").read_text())
+    assert list(phases) == [
+        "prep",
+        "heldout",
+        "stage0",
+        "stage1",
+        "stage2",
+        "stage3",
+        "report",
+        "export",
+    ]
+    assert "grounding acc" in (run / "hf" / "README.md").read_text()
+    model, _, cfg = QwenVL.from_pretrained(run / "hf")
+    assert cfg.run.stage == "stage3" and model.image_size == (56, 56)
+    # stage 2 started from stage 1's export, which started from stage 0's
+    for stage, before in (("stage1", "stage0"), ("stage2", "stage1"), ("stage3", "stage2")):
+        cfg_text = (run / stage / "config.yaml").read_text()
+        assert f"{before}/final" in cfg_text, stage
+    assert "held-out, final model" in first.stdout
+
+    second = demo(tmp_path)
+    assert second.stdout.count("done before, reused") == 6, second.stdout
+    assert json.loads((run / "phases.json").read_text())["stage2"]["reused"] is True
