@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from pipeline.eval_metrics import (
     parse_box,
 )
 from pipeline.generate import answer_texts, end_ids, greedy_batch, load_export, prompt_length
+from pipeline.tokens import IGNORE
 
 # task -> the key of its score in eval.json
 METRICS = {
@@ -50,6 +51,7 @@ class Item:
     prompt: list[int]
     image: torch.Tensor | None  # normalised pixels, or None for a text-only sample
     truth: str  # the reference answer, as the formats write it
+    answer: list[int] = field(default_factory=list)  # its token ids, end token included (teacher forcing)
 
 
 def eval_items(urls: list[str], formatter: Formatter, transform: Callable, tasks: tuple[str, ...],
@@ -74,7 +76,7 @@ def eval_items(urls: list[str], formatter: Formatter, transform: Callable, tasks
             cut = prompt_length(example.labels)
             truth = decode(_until_end(example.input_ids[cut:], formatter), skip_special_tokens=False)
             items.append(Item(record.key, task, example.input_ids[:cut], image if example.has_image else None,
-                              truth.strip()))  # fmt: skip
+                              truth.strip(), example.input_ids[cut:]))  # fmt: skip
             counts[task] += 1
         if all(n >= limit for n in counts.values()):
             break
@@ -110,6 +112,44 @@ def answers(
     return out
 
 
+@torch.no_grad()
+def image_use(model, items: list[Item], pad_id: int, batch_size: int = 16) -> dict[str, dict[str, float]]:
+    """Per task, the teacher-forced loss of the reference answers with each item's own image, with the image
+    blanked and with another item's image (the next one of the task): a model that uses its images scores
+    lowest with its own. Items without an image are left out."""
+    device = next(model.parameters()).device
+    by_task: dict[str, list[Item]] = {}
+    for item in items:
+        if item.image is not None:
+            by_task.setdefault(item.task, []).append(item)
+    result = {}
+    for task, group in by_task.items():
+        shuffled = [group[(i + 1) % len(group)].image for i in range(len(group))]
+        sums = dict.fromkeys(("seeing", "blank", "shuffled"), 0.0)
+        tokens = 0
+        for start in range(0, len(group), batch_size):
+            batch = group[start : start + batch_size]
+            ids = [it.prompt + it.answer for it in batch]
+            length = max(map(len, ids))
+            input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+            labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
+            for row, it in enumerate(batch):
+                input_ids[row, : len(ids[row])] = torch.tensor(ids[row])
+                labels[row, len(it.prompt) : len(ids[row])] = torch.tensor(it.answer)
+            mask = (torch.arange(length) < torch.tensor([len(x) for x in ids])[:, None]).long()
+            pixels = {"seeing": torch.stack([it.image for it in batch]),
+                      "shuffled": torch.stack(shuffled[start : start + batch_size])}  # fmt: skip
+            pixels["blank"] = torch.zeros_like(pixels["seeing"])
+            has_image = torch.ones(len(batch), dtype=torch.bool)
+            for name, values in pixels.items():
+                out = model(input_ids.to(device), mask.to(device), values.to(device), has_image.to(device),
+                            labels.to(device))  # fmt: skip
+                sums[name] += float(out.sample_loss.sum())
+            tokens += int(out.sample_tokens.sum())
+        result[task] = {name: round(total / max(tokens, 1), 4) for name, total in sums.items()}
+    return result
+
+
 def scores(items: list[Item], predicted: list[str]) -> dict[str, float]:
     by_task: dict[str, tuple[list[str], list[str]]] = {}
     for item, text in zip(items, predicted, strict=True):
@@ -138,9 +178,11 @@ def evaluate(model, tokenizer, formatter: Formatter, transform: Callable, urls: 
     seeing = answers(model, tokenizer, items, False, batch_size, max_new_tokens)
     blind = answers(model, tokenizer, items, True, batch_size, max_new_tokens)
     counts = {METRICS[t]: sum(it.task == t for it in items) for t in tasks}
+    losses = image_use(model, items, tokenizer.pad_token_id, batch_size)
     examples = [{"key": it.key, "task": it.task, "truth": it.truth, "generated": g, "blind": b}
                 for it, g, b in list(zip(items, seeing, blind, strict=True))[:: max(1, len(items) // 20)]]  # fmt: skip
-    return {**scores(items, seeing), "blind": scores(items, blind), "samples": counts, "examples": examples}
+    return {**scores(items, seeing), "blind": scores(items, blind), "samples": counts, "image_loss": losses,
+            "examples": examples}  # fmt: skip
 
 
 def evaluate_export(folder: str | Path, urls: list[str], tasks: tuple[str, ...] = tuple(METRICS), limit: int = 200,

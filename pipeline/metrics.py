@@ -58,9 +58,12 @@ class MetricsLogger:
             self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
     def evaluation(self, step: int, result: dict[str, Any]) -> None:
-        """Held-out scores (pipeline.eval): a row of eval.jsonl, and eval/* and blind/* at this step in wandb."""
+        """Held-out scores (pipeline.eval): a row of eval.jsonl, and eval/*, blind/* and image_loss/* at this step
+        in wandb."""
         scores = {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}
         scores |= {f"blind/{k}": v for k, v in result.get("blind", {}).items()}
+        for task, losses in result.get("image_loss", {}).items():  # own image / blanked / another's
+            scores |= {f"image_loss/{task}/{name}": v for name, v in losses.items()}
         with (self.folder / EVAL).open("a") as f:
             f.write(json.dumps({"step": step, **scores, "samples": result.get("samples", {})}) + "\n")
         if self._wandb is not None:

@@ -51,7 +51,7 @@ def write_report(run_dir: Path, phases: dict[str, dict], prep_dir: Path | None, 
 
 
 def _scores(result: dict) -> dict:
-    return {k: result[k] for k in (*SCORES, "blind", "samples") if k in result}
+    return {k: result[k] for k in (*SCORES, "blind", "samples", "image_loss") if k in result}
 
 
 # -- plots ----------------------------------------------------------------------------------------------------
@@ -137,23 +137,24 @@ def plot_grid(final: Path, heldout: str, count: int, out: Path) -> Path:
 
 
 def grid_rows(final: Path, heldout: str, count: int) -> list[dict[str, Any]]:
-    """The first ``count`` held-out images with a referring expression: the model's caption and box."""
+    """The first ``count`` held-out images with a referring expression: the model's English caption and its
+    box for the first expression."""
+    from pipeline.data.formats import CAPTION_PROMPT
     from pipeline.data.shard_format import expand_urls
-    from pipeline.eval import answers, eval_items
+    from pipeline.eval import Item, answers, eval_items
     from pipeline.eval_metrics import parse_box
     from pipeline.generate import load_export
 
     model, tokenizer, formatter, transform = load_export(final, torch.device("cpu"))
     urls = expand_urls(heldout, key="eval.shards")
-    refs = [it for it in eval_items(urls, formatter, transform, ("ref",), count)]
-    captions = {it.key: it for it in eval_items(urls, formatter, transform, ("caption",), 10 * count)}
-    refs = [it for it in refs if it.key in captions][:count]
-    said = answers(model, tokenizer, [*refs, *(captions[it.key] for it in refs)], False, 16, 48)
+    refs = eval_items(urls, formatter, transform, ("ref",), count)
+    caption = formatter.task_prompt(CAPTION_PROMPT.format(language="English"), True)
+    captions = [Item(it.key, "caption", caption, it.image, "") for it in refs]
+    said = answers(model, tokenizer, [*refs, *captions], False, 16, 48)
     images = _images(urls, {it.key for it in refs})
     return [
-        {"key": it.key, "image": images[it.key], "expression": tokenizer.decode(it.prompt).split("<ref>")[-1]
-         .split("</ref>")[0], "box": parse_box(said[i]), "true_box": parse_box(it.truth),
-         "caption": said[len(refs) + i]}
+        {"key": it.key, "image": images[it.key], "expression": tokenizer.decode(it.prompt, skip_special_tokens=True).strip(),
+         "box": parse_box(said[i]), "true_box": parse_box(it.truth), "caption": said[len(refs) + i]}
         for i, it in enumerate(refs)
     ]  # fmt: skip
 
@@ -190,6 +191,15 @@ def _markdown(run_dir: Path, result: dict, evals: dict[str, dict], phases: dict[
              "looking).", "", "| stage | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]  # fmt: skip
     for stage, e in evals.items():
         cells = [f"{e[s]:.3f} ({e['blind'][s]:.3f})" if s in e else "-" for s in SCORES]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    tasks = sorted({t for e in evals.values() for t in e.get("image_loss", {})})
+    lines += ["", "Does it look? The loss of the reference answers (teacher-forced) with each image, with it blanked, "
+              "and with another sample's image: a model that uses its images is lowest with its own.", "",
+              "| stage | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]  # fmt: skip
+    for stage, e in evals.items():
+        losses = e.get("image_loss", {})
+        cells = [" / ".join(f"{losses[t][k]:.3f}" for k in ("seeing", "blank", "shuffled")) if t in losses else "-"
+                 for t in tasks]  # fmt: skip
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     samples = result.get("samples", {})
     lines += [

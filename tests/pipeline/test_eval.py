@@ -1,9 +1,13 @@
+import copy
 import json
+
+import pytest
+import torch
 
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.shard_format import expand_urls
-from pipeline.eval import METRICS, eval_items, evaluate, scores
+from pipeline.eval import METRICS, eval_items, evaluate, image_use, scores
 from pipeline.model.vision import image_transform
 from pipeline.schema import ModelConfig
 
@@ -37,4 +41,24 @@ def test_evaluate_reports_every_key_with_its_blind_twin(tiny_model, world_shards
         keys <= set(result) and keys == set(result["blind"]) and result["samples"] == dict.fromkeys(keys, 3)
     )
     assert all(0 <= result[k] for k in keys) and result["examples"]
+    assert set(result["image_loss"]) == {"caption", "vqa", "ref", "ocr", "chatml"}
     json.dumps(result)  # eval.json is plain JSON
+
+
+def test_image_use_tells_a_model_that_looks_from_one_that_does_not(tiny_model, world_shards, tokenizer):
+    formatter, transform = _setup(tokenizer)
+    items = eval_items(expand_urls(world_shards), formatter, transform, ("caption", "vqa", "chatml"), limit=6)
+    looks = image_use(tiny_model, items, tokenizer.pad_token_id, batch_size=4)
+    assert set(looks) >= {"caption", "vqa"}
+    assert all(v["seeing"] != v["shuffled"] and v["seeing"] != v["blank"] for v in looks.values())
+    # padding changes nothing: one item per batch gives the same losses
+    alone = image_use(tiny_model, items, tokenizer.pad_token_id, batch_size=1)
+    assert all(alone[t]["seeing"] == pytest.approx(looks[t]["seeing"], abs=1e-3) for t in looks)
+    blind = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for param in blind.adapter.parameters():
+            param.zero_()  # every image becomes the same features
+    ignores = image_use(blind, items, tokenizer.pad_token_id, batch_size=4)
+    assert all(
+        v["seeing"] == pytest.approx(v["blank"]) == pytest.approx(v["shuffled"]) for v in ignores.values()
+    )
