@@ -116,10 +116,10 @@ def stage_command(cfg: DemoConfig, stage: str, extra: list[str]) -> tuple[list[s
     env = dict(os.environ)
     if not _has_cuda():
         env["DS_ACCELERATOR"] = "cpu"
-    launcher = Path(sys.executable).with_name("deepspeed")
-    command = [str(launcher), "--num_gpus", str(cfg.ranks), "--master_port", str(free_port()),
-               f"launch/{stage}.py", f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *extra,
-               *cfg.stages[stage]]  # fmt: skip
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner"]  # what the `deepspeed` command runs
+    command = [*launcher, "--num_gpus", str(cfg.ranks), "--master_port", str(free_port()),
+               str(Path(__file__).with_name(f"{stage}.py")), f"run.name={cfg.name}",
+               f"run.output_dir={cfg.output_dir}", *extra, *cfg.stages[stage]]  # fmt: skip
     return command, env
 
 
@@ -184,12 +184,11 @@ def run(cfg: DemoConfig) -> dict:
 
     from pipeline.report import write_report
 
-    last = out / chain[-1] / "final"
     phases("report", lambda: False,
-           lambda: write_report(out, phases.times, Path(cfg.data), heldout, last, cfg.report_images))  # fmt: skip
+           lambda: write_report(out, chain, phases.times, Path(cfg.data), heldout, cfg.report_images))  # fmt: skip
     from pipeline.export import export_hf
 
-    phases("export", lambda: False, lambda: export_hf(last, out / "hf"))
+    phases("export", lambda: False, lambda: export_hf(out / chain[-1] / "final", out / "hf"))
     result = json.loads((out / "eval.json").read_text())
     total = sum(t.get("seconds", 0) for t in phases.times.values())
     print(f"\n[demo] report: {out / 'report.md'}   eval: {out / 'eval.json'}   export: {out / 'hf'}")

@@ -20,26 +20,25 @@ from pipeline.metrics import read_metrics
 SCORES = tuple(METRICS.values())  # cider, vqa_acc, grounding_acc, ocr_acc, chat_acc
 
 
-def stage_dirs(run_dir: Path) -> list[Path]:
-    """The run's stage folders with an export, in chain order (stage0, stage1, ...)."""
-    return sorted(p.parent.parent for p in run_dir.glob("*/final/eval.json"))
-
-
-def write_report(run_dir: Path, phases: dict[str, dict], prep_dir: Path | None, heldout: str, final: Path,
+def write_report(run_dir: Path, stages: list[str], phases: dict[str, dict], prep_dir: Path | None, heldout: str,
                  grid_images: int = 8) -> Path:  # fmt: skip
     """Write ``report.md``, ``eval.json`` (the last stage's scores, every stage's under ``stages``) and the
-    plots under ``plots/``; returns the report's path."""
+    plots under ``plots/`` for the run's ``stages``, in chain order; returns the report's path."""
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    evals = {d.name: json.loads((d / "final" / "eval.json").read_text()) for d in stage_dirs(run_dir)}
-    if final.parent.name not in evals:
-        raise FileNotFoundError(f"{final}/eval.json: the last stage was not scored (eval.shards unset?)")
-    headline = {k: v for k, v in evals[final.parent.name].items() if k != "examples"}
+    final = run_dir / stages[-1] / "final"
+    evals = {}
+    for stage in stages:
+        path = run_dir / stage / "final" / "eval.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: stage {stage} was not scored (eval.shards unset?)")
+        evals[stage] = json.loads(path.read_text())
+    headline = {k: v for k, v in evals[stages[-1]].items() if k != "examples"}
     result = {**headline, "checkpoint": str(final), "stages": {s: _scores(e) for s, e in evals.items()}}
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
 
     figures = {
-        "loss": plot_stage_losses(run_dir, plots / "losses.png"),
+        "loss": plot_stage_losses([run_dir / s for s in stages], plots / "losses.png"),
         "eval": plot_eval(evals, plots / "eval.png"),
         "grid": plot_grid(final, heldout, grid_images, plots / "heldout_grid.png"),
     }
@@ -55,14 +54,13 @@ def _scores(result: dict) -> dict:
 
 
 # -- plots ----------------------------------------------------------------------------------------------------
-def plot_stage_losses(run_dir: Path, out: Path) -> Path:
+def plot_stage_losses(stages: list[Path], out: Path) -> Path:
     """One panel per stage: the loss per optimizer step, overall and per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = [d for d in sorted(run_dir.iterdir()) if (d / "metrics.jsonl").is_file()]
     fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(4.2 * max(len(stages), 1), 3.4), squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=False):
         rows = read_metrics(stage / "metrics.jsonl")

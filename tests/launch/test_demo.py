@@ -23,7 +23,7 @@ def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     stages = dict.fromkeys(("stage0", "stage1", "stage2", "stage3"), SHORT)
     overrides = [f"output_dir={tmp_path / 'runs'}", f"data={tmp_path / 'world'}", f"heldout={tmp_path / 'heldout'}",
                  "prep=[num_samples=120,samples_per_shard=60,filters.clip.enabled=false]",
-                 "heldout_samples=40", "vision_init=none", "eval_limit=3", "report_images=2",
+                 "heldout_samples=40", "ranks=1", "vision_init=none", "eval_limit=3", "report_images=2",
                  *(f"stages.{s}=[{','.join(o)}]" for s, o in stages.items()), *extra]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run([sys.executable, "-m", "launch.demo", *overrides], cwd=REPO, env=env,
