@@ -114,9 +114,10 @@ def device_peak_flops(device: torch.device, configured_tflops: float | None) -> 
     return measured_matmul_flops()
 
 
-def measured_matmul_flops(n: int = 512, repeats: int = 8) -> float:
+def measured_matmul_flops(n: int = 512, repeats: int = 32) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
+    for _ in range(4):  # warm-up: the thread pool and the kernels' first calls
+        a @ b
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b

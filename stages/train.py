@@ -8,6 +8,7 @@ engine -> resume (``train.resume``) -> steps (metrics every step, sample tables,
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
@@ -28,7 +29,7 @@ from pipeline.data.loader import STATS as LOADER_STATS
 from pipeline.data.loader import build_loader
 from pipeline.data.shard_format import expand_urls
 from pipeline.eval import evaluate_export
-from pipeline.flops import FlopModel, device_peak_flops
+from pipeline.flops import FlopModel, device_peak_flops, measured_matmul_flops
 from pipeline.generate import end_ids, greedy, prompt_length
 from pipeline.metrics import MetricsLogger, NullLogger
 from pipeline.model.qwenvl import QwenVL, load_weights, save_pretrained
@@ -172,7 +173,7 @@ class Trainer:
             checkpoint.set_rng_state(rank_state["rng"])
             log.info("resumed from %s at step %d", resume_from, self.step)
         self.logger = self._logger(run_id)
-        self.peak = device_peak_flops(dist.device, cfg.logging.peak_tflops)
+        self.peak = _peak_flops(dist, cfg.logging.peak_tflops)
 
     def _resume_point(self) -> Path | None:
         mode = self.cfg.train.resume
@@ -370,6 +371,23 @@ def _load_init(model: QwenVL, path: str) -> None:
     except ValueError as e:
         raise ConfigError(f"key 'train.init_from': {e}") from None
     log.info("initialised from %s", path)
+
+
+def _peak_flops(dist: ds.Dist, configured_tflops: float | None) -> float | None:
+    """The per-device peak for MFU. On CPU a rank's device is its share of this machine's cores: every rank
+    measures its matmul rate at the same moment on that share of threads (torch's default of every core per
+    rank oversubscribes the machine and reads low), and all ranks use the mean."""
+    if configured_tflops or dist.device.type != "cpu":
+        return device_peak_flops(dist.device, configured_tflops)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    try:
+        ds.barrier()
+        rates = ds.gather_objects(measured_matmul_flops())
+    finally:
+        torch.set_num_threads(threads)
+    return sum(rates) / len(rates)
 
 
 def _held(engine) -> str:
