@@ -37,7 +37,7 @@ tokenizer: setup  ## build (or reuse) the offline tokenizer under .cache/tokeniz
 test: setup tokenizer  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup tokenizer  ## the whole recipe on the embedded default: make demo [FRESH=1] [ARGS="ranks=2 ..."]
+demo: setup tokenizer  ## the whole recipe on the embedded default: make demo [FRESH=1] [ARGS="ranks=1 ..."]
 	$(PY) -m launch.demo $(if $(FRESH),--fresh) $(ARGS)
 
 prep: setup  ## prepare data: make prep DATA=<preset> ARGS="key=value ..."

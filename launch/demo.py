@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(CONFIG_ROOT / "demo.yaml"))
     p.add_argument("--fresh", action="store_true", help="delete this demo's run and held-out data first")
     p.add_argument(
-        "overrides", nargs="*", help="key=value, e.g. ranks=2 'stages.stage1=[train.max_steps=10]'"
+        "overrides", nargs="*", help="key=value, e.g. ranks=1 'stages.stage1=[train.max_steps=10]'"
     )
     args = p.parse_args(argv)
     try:
