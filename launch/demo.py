@@ -170,9 +170,10 @@ def run(cfg: DemoConfig) -> dict:
                            f"num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
     heldout = _shards(cfg.heldout)
     evaluation = [f"eval.shards={heldout}", f"eval.limit={cfg.eval_limit}"]
+    shards = f"data.shards={_shards(cfg.data)}"
     chain = [s for s in STAGES if s in cfg.stages]
     for before, stage in zip([None, *chain], chain, strict=False):
-        extra = [f"data.shards={_shards(cfg.data)}", *evaluation]
+        extra = [shards, *evaluation]
         if before is not None:  # stages 2 and 3 default to this; stage 1 starts fresh unless chained
             extra.append(f"train.init_from={out / before / 'final'}")
         if stage == chain[0] and cfg.vision_init == "scorer":  # the first stage builds the model

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline.data.formats import Formatter, available_tasks, task_rng
-from pipeline.data.loader import decode_image, read_record
+from pipeline.data.formats import Example, Formatter, available_tasks, task_rng
+from pipeline.data.loader import collate, decode_image, read_record
 from pipeline.data.shard_format import Skip, expand_urls, read_shards
 from pipeline.eval_metrics import (
     REF,
@@ -129,21 +129,14 @@ def image_use(model, items: list[Item], pad_id: int, batch_size: int = 16) -> di
         tokens = 0
         for start in range(0, len(group), batch_size):
             batch = group[start : start + batch_size]
-            ids = [it.prompt + it.answer for it in batch]
-            length = max(map(len, ids))
-            input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
-            for row, it in enumerate(batch):
-                input_ids[row, : len(ids[row])] = torch.tensor(ids[row])
-                labels[row, len(it.prompt) : len(ids[row])] = torch.tensor(it.answer)
-            mask = (torch.arange(length) < torch.tensor([len(x) for x in ids])[:, None]).long()
-            pixels = {"seeing": torch.stack([it.image for it in batch]),
+            examples = [Example(it.key, task, it.prompt + it.answer, [IGNORE] * len(it.prompt) + it.answer, True)
+                        for it in batch]  # fmt: skip
+            inputs = collate(examples, [it.image for it in batch], pad_id, batch[0].image.shape[-1])
+            pixels = {"seeing": inputs["pixel_values"], "blank": torch.zeros_like(inputs["pixel_values"]),
                       "shuffled": torch.stack(shuffled[start : start + batch_size])}  # fmt: skip
-            pixels["blank"] = torch.zeros_like(pixels["seeing"])
-            has_image = torch.ones(len(batch), dtype=torch.bool)
             for name, values in pixels.items():
-                out = model(input_ids.to(device), mask.to(device), values.to(device), has_image.to(device),
-                            labels.to(device))  # fmt: skip
+                out = model(inputs["input_ids"].to(device), inputs["attention_mask"].to(device), values.to(device),
+                            inputs["has_image"].to(device), inputs["labels"].to(device))  # fmt: skip
                 sums[name] += float(out.sample_loss.sum())
             tokens += int(out.sample_tokens.sum())
         result[task] = {name: round(total / max(tokens, 1), 4) for name, total in sums.items()}

@@ -99,9 +99,12 @@ class FlopModel:
         return m["vision"] * vit + m["adapter"] * adapter + m["llm"] * llm
 
 
-def device_peak_flops(device: torch.device, configured_tflops: float | None) -> float | None:
-    """Peak FLOP/s of one device: the config's, the table's, or on CPU the measured fp32 matmul rate
-    (the share of this machine's own matmul speed). None for a GPU the table does not know."""
+def device_peak_flops(
+    device: torch.device, configured_tflops: float | None, cpu_threads: int | None = None
+) -> float | None:
+    """Peak FLOP/s of one device: the config's, the table's, or on CPU the fp32 matmul rate measured on
+    ``cpu_threads`` threads (a rank's share of the cores; all of them when None). None for a GPU the table
+    does not know."""
     if configured_tflops:
         return configured_tflops * 1e12
     if device.type == "cuda":
@@ -111,7 +114,12 @@ def device_peak_flops(device: torch.device, configured_tflops: float | None) -> 
                 return tflops * 1e12
         log.warning("no peak FLOP/s known for %r: MFU is not logged; set logging.peak_tflops", name)
         return None
-    return measured_matmul_flops()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads or threads)
+    try:
+        return measured_matmul_flops()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def measured_matmul_flops(n: int = 512, repeats: int = 32) -> float:

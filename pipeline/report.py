@@ -228,7 +228,7 @@ def _markdown(run_dir: Path, result: dict, evals: dict[str, dict], phases: dict[
         "| task | truth | with images | blind |",
         "|---|---|---|---|",
     ]
-    for ex in evals[Path(result["checkpoint"]).parent.name].get("examples", [])[:12]:
+    for ex in list(evals.values())[-1].get("examples", [])[:12]:
         cells = [ex["task"], ex["truth"], ex["generated"], ex["blind"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ")[:120] for c in cells) + " |")
     return "\n".join(lines) + "\n"

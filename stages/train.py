@@ -29,7 +29,7 @@ from pipeline.data.loader import STATS as LOADER_STATS
 from pipeline.data.loader import build_loader
 from pipeline.data.shard_format import expand_urls
 from pipeline.eval import evaluate_export
-from pipeline.flops import FlopModel, device_peak_flops, measured_matmul_flops
+from pipeline.flops import FlopModel, device_peak_flops
 from pipeline.generate import end_ids, greedy, prompt_length
 from pipeline.metrics import MetricsLogger, NullLogger
 from pipeline.model.qwenvl import QwenVL, load_weights, save_pretrained
@@ -374,20 +374,15 @@ def _load_init(model: QwenVL, path: str) -> None:
 
 
 def _peak_flops(dist: ds.Dist, configured_tflops: float | None) -> float | None:
-    """The per-device peak for MFU. On CPU a rank's device is its share of this machine's cores: every rank
-    measures its matmul rate at the same moment on that share of threads (torch's default of every core per
-    rank oversubscribes the machine and reads low), and all ranks use the mean."""
-    if configured_tflops or dist.device.type != "cpu":
-        return device_peak_flops(dist.device, configured_tflops)
+    """The per-device peak for MFU, the same on every rank. On CPU a rank's device is its share of the cores:
+    the ranks measure at the same moment on that many threads (torch's default of every core per rank
+    oversubscribes the machine and reads low), and take the mean."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    try:
-        ds.barrier()
-        rates = ds.gather_objects(measured_matmul_flops())
-    finally:
-        torch.set_num_threads(threads)
-    return sum(rates) / len(rates)
+    ds.barrier()
+    rates = ds.gather_objects(
+        device_peak_flops(dist.device, configured_tflops, max(1, (os.cpu_count() or 1) // local))
+    )
+    return None if rates[0] is None else sum(rates) / len(rates)
 
 
 def _held(engine) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,14 +32,15 @@ def check(cfg: PrepConfig) -> None:
 
 
 def plan(cfg: PrepConfig) -> list[dict]:
-    from data_prep.synthetic import NoiseRates, WorldConfig, generate
+    from data_prep.synthetic import WorldConfig, generate
+    from data_prep.synthetic.world import split_noise
 
     check(cfg)
     out = _raw(cfg)
     if (out / "world.json").is_file():
         log.info("synthetic world already at %s (%d pairs, seed %d)", out, cfg.num_samples, cfg.seed)
     else:
-        noise = NoiseRates() if cfg.split == "train" else NoiseRates(*[0.0] * len(fields(NoiseRates)))
+        noise = split_noise(cfg.split)
         generate(WorldConfig(num_samples=cfg.num_samples, seed=cfg.seed, split=cfg.split, noise=noise), out)
         # the contact sheet is for people, not an input sample
         (Path(cfg.output_dir) / "plots").mkdir(parents=True, exist_ok=True)

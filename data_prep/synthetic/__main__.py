@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import asdict
 
-from data_prep.synthetic.world import NOISE_KINDS, NoiseRates, WorldConfig, generate
+from data_prep.synthetic.world import NOISE_KINDS, NoiseRates, WorldConfig, generate, split_noise
 
 EPILOG = """\
 output layout (img2dataset's "files" format plus ground truth):
@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:
-    rates = {f.name: getattr(NoiseRates(), f.name) for f in fields(NoiseRates)}
-    if args.no_noise or (args.split == "heldout" and not args.noise):
+    rates = asdict(NoiseRates() if args.noise else split_noise(args.split))
+    if args.no_noise:
         rates = dict.fromkeys(rates, 0.0)
     for item in args.noise:
         kind, sep, value = item.partition("=")

@@ -45,6 +45,11 @@ class NoiseRates:
             raise ValueError(f"noise rates add up to {total:.3f} > 1")
 
 
+def split_noise(split: str) -> NoiseRates:
+    """A split's default noise: the training world's rates; held-out data is clean."""
+    return NoiseRates() if split == "train" else NoiseRates(*[0.0] * len(fields(NoiseRates)))
+
+
 NOISE_KINDS = tuple(f.name for f in fields(NoiseRates))
 
 
