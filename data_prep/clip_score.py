@@ -62,17 +62,21 @@ def _encode_text_cut(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tenso
 
 
 class ClipScorer:
-    def __init__(self, cfg: ClipFilter, scorer_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, cfg: ClipFilter, scorer_dir: str | Path | None = None, info: dict | None = None
+    ) -> None:
+        """``scorer_dir``: a synthetic scorer's folder; ``info`` stands in for its ``scorer.json`` while that
+        is not written yet (calibration)."""
         register_open_clip_configs()
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         threshold, kwargs = cfg.threshold, {}
         pretrained = cfg.pretrained
         if scorer_dir is not None:  # the synthetic scorer: its own image size and calibrated threshold
-            info = json.loads((Path(scorer_dir) / "scorer.json").read_text())
+            info = info or json.loads((Path(scorer_dir) / "scorer.json").read_text())
             pretrained = str(Path(scorer_dir) / info["weights"])
             kwargs = {"force_image_size": info["image_size"]}
-            threshold = info["threshold"] if threshold is None else threshold
+            threshold = info.get("threshold") if threshold is None else threshold
         if threshold is None:
             raise ConfigError(f"key 'filters.clip.threshold': required with pretrained={cfg.pretrained!r}")
         self.threshold = float(threshold)

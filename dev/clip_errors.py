@@ -5,41 +5,37 @@ set, English vs Chinese FPR at mismatch recall 0.95, lowest-scoring clean pairs,
 
 SCORER_DIR is a folder written by ``python -m data_prep.clip_train``. ``--split train`` scores the first 600
 of the scorer's own training pairs instead of the held-out split (to tell overfitting from undertraining).
+Pairs are scored as a prep run scores them (`data_prep.clip_train.scored_pairs`).
 """
 
 import argparse
 import json
 
 import numpy as np
-import open_clip
 
-from data_prep.clip_train import _pairs, best_threshold, pair_scores
-from data_prep.synthetic.world import NoiseRates, WorldConfig, plan_sample
-from pipeline.config import register_open_clip_configs
+from data_prep.clip_score import ClipScorer
+from data_prep.clip_train import best_threshold, noise_world, scored_pairs
+from data_prep.config import ClipFilter
+from data_prep.synthetic.world import WorldConfig, plan_sample
 
 p = argparse.ArgumentParser()
 p.add_argument("scorer_dir")
 p.add_argument("--top", type=int, default=5)
 p.add_argument("--split", choices=("heldout", "train"), default="heldout")
 args = p.parse_args()
-register_open_clip_configs()
 info = json.load(open(f"{args.scorer_dir}/scorer.json"))
-size, train = info["image_size"], info["train"]
-model = open_clip.create_model(
-    info["arch"], pretrained=f"{args.scorer_dir}/{info['weights']}", force_image_size=size
-).eval()
-tok = open_clip.get_tokenizer(info["arch"])
+train = info["train"]
+scorer = ClipScorer(ClipFilter(arch=info["arch"], threshold=0.0, device="cpu"), args.scorer_dir)
 n, seed = 600, (99 if args.split == "heldout" else train["world_seed"])
 zh_rate = WorldConfig.zh_rate if args.split == "heldout" else train.get("zh_rate", WorldConfig.zh_rate)
 
 
 def world(mismatch: float) -> WorldConfig:
-    noise = NoiseRates(mismatch, *[0.0] * 7)
-    return WorldConfig(num_samples=n, seed=seed, split=args.split, zh_rate=zh_rate, noise=noise)
+    return noise_world(n, mismatch, seed, args.split, zh_rate)
 
 
-good = pair_scores(model, tok, _pairs(n, seed, args.split, size, 0.0, zh_rate))
-bad = pair_scores(model, tok, _pairs(n, seed, args.split, size, 1.0, zh_rate))
+good = scorer.score(*scored_pairs(world(0.0)))
+bad = scorer.score(*scored_pairs(world(1.0)))
 print("at 5% prevalence:", best_threshold(good, bad, 0.05))
 print("balanced:", best_threshold(good, bad, 0.5))
 clean_plans = [plan_sample(world(0.0), i) for i in range(n)]
