@@ -1,9 +1,9 @@
 """dev/LOG.md: where a synthetic CLIP scorer goes wrong: precision/recall at 5% prevalence and on a balanced
 set, English vs Chinese FPR at mismatch recall 0.95, lowest-scoring clean pairs, highest-scoring mismatches.
 
-    PYTHONPATH=. python dev/clip_errors.py SCORER_DIR [--top N] [--split train]
+    PYTHONPATH=. python dev/clip_errors.py SCORER_DIR [--top N] [--split train] [--clean N] [--mismatched N]
 
-SCORER_DIR is a folder written by ``python -m data_prep.clip_train``. ``--split train`` scores the first 600
+SCORER_DIR is a folder written by ``python -m data_prep.clip_train``. ``--split train`` scores the first pairs
 of the scorer's own training pairs instead of the held-out split (to tell overfitting from undertraining).
 Pairs are scored as a prep run scores them (`data_prep.clip_train.scored_pairs`).
 """
@@ -22,24 +22,30 @@ p = argparse.ArgumentParser()
 p.add_argument("scorer_dir")
 p.add_argument("--top", type=int, default=5)
 p.add_argument("--split", choices=("heldout", "train"), default="heldout")
+p.add_argument("--clean", type=int, default=600, help="clean pairs")
+p.add_argument("--mismatched", type=int, default=600, help="mismatched pairs")
 args = p.parse_args()
 info = json.load(open(f"{args.scorer_dir}/scorer.json"))
 train = info["train"]
 scorer = ClipScorer(ClipFilter(arch=info["arch"], threshold=0.0, device="cpu"), args.scorer_dir)
-n, seed = 600, (99 if args.split == "heldout" else train["world_seed"])
+seed = 99 if args.split == "heldout" else train["world_seed"]
 zh_rate = WorldConfig.zh_rate if args.split == "heldout" else train.get("zh_rate", WorldConfig.zh_rate)
 
 
 def world(mismatch: float) -> WorldConfig:
-    return noise_world(n, mismatch, seed, args.split, zh_rate)
+    return noise_world(args.mismatched if mismatch else args.clean, mismatch, seed, args.split, zh_rate)
 
 
 good = scorer.score(*scored_pairs(world(0.0)))
 bad = scorer.score(*scored_pairs(world(1.0)))
+t, p5 = info["threshold"], 0.05
+fpr, recall = (good < t).mean(), (bad < t).mean()
+print(f"at the stored threshold {t}: clean FPR {fpr:.4f} recall {recall:.4f} "
+      f"precision at 5% {recall * p5 / max(recall * p5 + fpr * (1 - p5), 1e-12):.4f}")  # fmt: skip
 print("at 5% prevalence:", best_threshold(good, bad, 0.05))
 print("balanced:", best_threshold(good, bad, 0.5))
-clean_plans = [plan_sample(world(0.0), i) for i in range(n)]
-bad_plans = [plan_sample(world(1.0), i) for i in range(n)]
+clean_plans = [plan_sample(world(0.0), i) for i in range(args.clean)]
+bad_plans = [plan_sample(world(1.0), i) for i in range(args.mismatched)]
 zh = np.array([q.lang == "zh" for q in clean_plans])
 print(f"clean mean en {good[~zh].mean():.3f} zh {good[zh].mean():.3f}; bad mean {bad.mean():.3f}")
 t = np.quantile(bad, 0.95)

@@ -5,12 +5,12 @@ from safetensors.torch import load_file
 
 from data_prep.clip_score import ClipScorer
 from data_prep.clip_train import TrainConfig, best_threshold, noise_world, scored_pairs, train
-from data_prep.config import ClipFilter
+from data_prep.config import ClipFilter, PrepConfig
 from pipeline.data.shard_format import open_image
 
 
-def test_training_is_reproducible_and_gives_a_loadable_scorer(tmp_path):
-    cfg = TrainConfig(steps=3, pairs=96, batch_size=32, heldout_clean=48, heldout_mismatched=24, warmup=1)
+def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what_prep_scores(tmp_path):
+    cfg = TrainConfig(steps=3, pairs=96, batch_size=32, heldout_clean=40, heldout_mismatched=20, warmup=1)
     first, second = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
     a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -19,17 +19,10 @@ def test_training_is_reproducible_and_gives_a_loadable_scorer(tmp_path):
     scorer = ClipScorer(ClipFilter(arch=cfg.arch, pretrained="synthetic"), first)
     assert scorer.threshold == info["threshold"]
     assert scorer.model.visual.image_size == (112, 112)
-
-
-def test_the_threshold_is_calibrated_on_what_a_prep_run_scores(tmp_path):
-    """The stored calibration is the one a prep's scorer gives on held-out pairs written and fitted as prep
-    writes and fits them (a calibration on other pixels moves the threshold)."""
-    cfg = TrainConfig(steps=2, pairs=64, batch_size=32, heldout_clean=40, heldout_mismatched=20, warmup=1)
-    info = json.loads((train(cfg, tmp_path / "s") / "scorer.json").read_text())
-    scorer = ClipScorer(ClipFilter(arch=cfg.arch, pretrained="synthetic"), tmp_path / "s")
+    # the stored calibration is what the prep's scorer gives on held-out pairs written and fitted as prep
+    # writes and fits them (a calibration on other pixels moves the threshold)
+    bad_images, bad_captions = scored_pairs(noise_world(20, 1.0))
+    assert max(max(open_image(b).size) for b in bad_images) <= PrepConfig.max_side
     clean = scorer.score(*scored_pairs(noise_world(40, 0.0)))
-    bad = scorer.score(*scored_pairs(noise_world(20, 1.0)))
-    expected = best_threshold(clean, bad, cfg.prevalence)
+    expected = best_threshold(clean, scorer.score(bad_images, bad_captions), cfg.prevalence)
     assert info["threshold"] == expected.pop("threshold") and info["calibration"] == expected
-    images, _ = scored_pairs(noise_world(20, 1.0))
-    assert max(max(open_image(b).size) for b in images) <= 512  # fitted to the prep's max_side
