@@ -65,6 +65,8 @@ class PartStats:
         default_factory=lambda: {name: [0] * b.count for name, b in HISTOGRAMS.items()}
     )
     languages: dict[str, int] = field(default_factory=dict)
+    # filter and write: CPU seconds of the task's thread (its wall time under Ray includes waiting for the
+    # other tasks on a busy machine); clip: the actor's wall seconds, as its torch threads share them
     seconds: dict[str, float] = field(default_factory=lambda: {"filter": 0.0, "clip": 0.0, "write": 0.0})
     clip_scored: int = 0
     clip_threshold: float | None = None

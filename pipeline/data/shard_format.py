@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,9 @@ def write_shard(path: Path, records: Iterable[dict]) -> int:
     import webdataset as wds
 
     count = 0
-    with wds.TarWriter(str(path)) as writer:
+    # a whole-second mtime: webdataset's default float one costs every member a pax header (CPU and ~12% of
+    # the file on small samples)
+    with wds.TarWriter(str(path), mtime=int(time.time())) as writer:
         for record in records:
             writer.write(record)
             count += 1

@@ -1,6 +1,7 @@
 """The shard format both halves share: URLs, reading and writing, and images decoded as a viewer shows them."""
 
 import io
+import tarfile
 
 import numpy as np
 import pytest
@@ -89,6 +90,8 @@ def test_records_round_trip_and_bad_metadata_is_a_skip(tmp_path):
     records = [sample_record("k1", {"lang": "en", "tasks": {}}, "caption", b"jpegbytes", "jpg"),
                sample_record("k2", {"text": "only text"})]  # fmt: skip
     assert write_shard(tmp_path / "0.tar", records) == 2
+    with tarfile.open(tmp_path / "0.tar") as tar:  # plain USTAR members: no pax header each
+        assert all(not m.pax_headers for m in tar.getmembers()), "a member carries a pax header"
     first, second = (parse(r) for r in read_shard(str(tmp_path / "0.tar")))
     assert (first.key, first.caption, first.image, first.ext) == ("k1", "caption", b"jpegbytes", "jpg")
     assert (second.image, second.caption, second.meta) == (None, None, {"text": "only text"})
