@@ -67,6 +67,8 @@ class DataConfig:
     images: bool = True  # false: every sample without its image span (text alone; no image decoded)
     max_length: int = 512  # tokens per sample; a sample whose image span would be cut is dropped
     num_workers: int = 2  # dataloader workers per rank
+    group_by_length: int = 1  # batches per window sorted by token length (less padding); 1 = off
+    pixels: str = "uint8"  # uint8: workers send 8-bit pixels, normalised on the device (a quarter of the bytes); float32
     open_shards: int = (
         4  # shards each worker reads at once, drawing samples from them at random (the shuffle)
     )
@@ -79,6 +81,8 @@ class DataConfig:
         _check(self.image_size > 0, "data.image_size", "must be > 0")
         _check(self.max_length > 0, "data.max_length", "must be > 0")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.group_by_length >= 1, "data.group_by_length", "must be >= 1 (1 = off)")
+        _check(self.pixels in ("uint8", "float32"), "data.pixels", "uint8 or float32")
         _check(self.open_shards > 0, "data.open_shards", "must be > 0")
 
 

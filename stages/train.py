@@ -88,6 +88,7 @@ class StepStats:
     task_tokens: dict[str, int] = field(default_factory=dict)
     samples: int = 0
     input_tokens: int = 0  # non-padding tokens through the LLM
+    padded_tokens: int = 0
     flops: float = 0.0
     data_wait: float = 0.0
     nonfinite_keys: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ class StepStats:
             self.task_tokens[task] = self.task_tokens.get(task, 0) + count
         self.samples += len(batch["keys"])
         self.input_tokens += int(batch["attention_mask"].sum())
+        self.padded_tokens += int((batch["attention_mask"] == 0).sum())
         self.flops += flops
 
 
@@ -118,6 +120,7 @@ def _summed(stats: list[StepStats]) -> StepStats:
             total.task_tokens[task] = total.task_tokens.get(task, 0) + s.task_tokens[task]
         total.samples += s.samples
         total.input_tokens += s.input_tokens
+        total.padded_tokens += s.padded_tokens
         total.flops += s.flops
         total.data_wait += s.data_wait
         total.nonfinite_keys += s.nonfinite_keys
@@ -142,7 +145,7 @@ class Trainer:
         self.loader = build_loader(  # before the model: shards that match no file fail here, naming the key
             cfg.data,
             Formatter(self.tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length),
-            image_transform(cfg.model.vision, cfg.data.image_size),
+            image_transform(cfg.model.vision, cfg.data.image_size, cfg.data.pixels),
             t.micro_batch_size,
             cfg.run.seed,
             dist.rank,
@@ -277,6 +280,7 @@ class Trainer:
         row["grad_norm"] = float(norm) if norm is not None else None
         row["samples_per_s"] = total.samples / seconds
         row["tokens_per_s"] = total.input_tokens / seconds
+        row["padding_share"] = total.padded_tokens / max(total.padded_tokens + total.input_tokens, 1)
         if self.peak:
             row["mfu"] = total.flops / (seconds * self.dist.world_size * self.peak)
         row["data_wait_share"] = total.data_wait / (seconds * self.dist.world_size)

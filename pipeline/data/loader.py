@@ -10,6 +10,7 @@ The shard format: ``pipeline.data.shard_format``.
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -70,7 +71,13 @@ STATS = ("tasks", "skipped", "truncated", "dropped_turns")
 
 
 class TaskBatches(IterableDataset):
-    """Batches of one rank; each worker reads its own slot of the shards."""
+    """Batches of one rank; each worker reads its own slot of the shards.
+
+    A worker reads a window of ``data.group_by_length`` batches' worth of samples at a time (1 = off). With
+    grouping, the window is sorted by token length and cut into batches, which are yielded in a seeded random
+    order: rows of one batch have similar lengths, so less of it is padding. The position is the window's
+    start plus the batches already yielded from it, so a restore reads the window again and skips those.
+    """
 
     def __init__(
         self,
@@ -86,12 +93,11 @@ class TaskBatches(IterableDataset):
         self.cfg, self.formatter, self.transform = cfg, formatter, transform
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self._restored: dict | None = None
-        self._stream: ShardStream | None = None
+        self._position: dict | None = None  # the current window's start, and how far into it
         self.stats: dict[str, Counter] = {}
 
     def state_dict(self) -> dict:
-        stream = self._stream.state_dict() if self._stream else None
-        return {"stream": stream, "stats": {k: dict(v) for k, v in self.stats.items()}}
+        return self._position or {"stream": None}
 
     def load_state_dict(self, state: dict) -> None:
         self._restored = state
@@ -100,36 +106,60 @@ class TaskBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         slot = self.rank * workers + worker
-        self._stream = ShardStream(
-            self.urls, self.seed, slot, self.world_size * workers, self.cfg.open_shards
-        )
+        stream = ShardStream(self.urls, self.seed, slot, self.world_size * workers, self.cfg.open_shards)
         restored = self._restored if self._restored and self._restored["stream"] else None
         if restored:
-            self._stream.load_state_dict(restored["stream"])
+            stream.load_state_dict(restored["stream"])
         self.stats = {name: Counter(restored["stats"].get(name, {}) if restored else {}) for name in STATS}
-        examples: list[Example] = []
-        images: list[torch.Tensor] = []
-        for raw in self._stream:
+        window, skip = (restored["window"], restored["emitted"]) if restored else (0, 0)
+        samples = iter(stream)
+        while True:
+            start = {"stream": stream.state_dict(), "stats": {k: dict(v) for k, v in self.stats.items()}}
+            rows = self._read_window(samples)
+            chunks = self._chunks(rows, slot, window)
+            for emitted, chunk in enumerate(chunks, start=1):
+                if emitted <= skip:
+                    continue
+                batch = collate([rows[i][0] for i in chunk], [rows[i][1] for i in chunk if rows[i][1] is not None],
+                                self.formatter.ids.pad, self.cfg.image_size)  # fmt: skip
+                if stream.shard_errors:
+                    self.stats["skipped"]["shard_error"] = stream.shard_errors
+                counts = {k: dict(v) for k, v in self.stats.items()}
+                batch["stats"] = {"slot": slot, **counts}
+                if emitted < len(chunks):
+                    self._position = {**start, "window": window, "emitted": emitted}
+                else:  # the window is done: the position moves past it
+                    self._position = {"stream": stream.state_dict(), "stats": counts, "window": window + 1,
+                                      "emitted": 0}  # fmt: skip
+                yield batch
+            window, skip = window + 1, 0
+
+    def _read_window(self, samples: Iterator[dict]) -> list[tuple[Example, torch.Tensor | None]]:
+        rows = []
+        while len(rows) < self.batch_size * self.cfg.group_by_length:
+            raw = next(samples)
             try:
                 example, image = self._prepare(raw)
             except Skip as skip:
                 self.stats["skipped"][skip.reason] += 1
                 continue
-            examples.append(example)
-            if image is not None:
-                images.append(image)
+            rows.append((example, image))
             self.stats["tasks"][example.task] += 1
             if example.truncated:
                 self.stats["truncated"][example.task] += 1
             if example.dropped_turns:
                 self.stats["dropped_turns"][example.task] += example.dropped_turns
-            if len(examples) == self.batch_size:
-                batch = collate(examples, images, self.formatter.ids.pad, self.cfg.image_size)
-                if self._stream.shard_errors:
-                    self.stats["skipped"]["shard_error"] = self._stream.shard_errors
-                batch["stats"] = {"slot": slot, **{k: dict(v) for k, v in self.stats.items()}}
-                yield batch
-                examples, images = [], []
+        return rows
+
+    def _chunks(self, rows: list, slot: int, window: int) -> list[list[int]]:
+        """Row indices of each batch of a window: in reading order, or grouped by length."""
+        order = list(range(len(rows)))
+        if self.cfg.group_by_length > 1:
+            order.sort(key=lambda i: len(rows[i][0].input_ids))
+        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.cfg.group_by_length > 1:  # long and short batches interleave, not one long run of each
+            random.Random(f"lengths:{self.seed}:{slot}:{window}").shuffle(chunks)
+        return chunks
 
     def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor | None]:
         record, image = read_record(raw)

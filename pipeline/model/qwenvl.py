@@ -21,7 +21,7 @@ from pipeline.config import load_config, save_config
 from pipeline.model.language import build_llm
 from pipeline.model.pos_embed import resize_grid
 from pipeline.model.resampler import Resampler
-from pipeline.model.vision import build_vision_tower
+from pipeline.model.vision import build_vision_tower, normalize_pixels, pixel_stats
 from pipeline.schema import ModelConfig, StageConfig
 from pipeline.tokens import IGNORE, prepare_tokenizer, special_ids
 
@@ -38,11 +38,13 @@ class VLOutput(NamedTuple):  # a tuple, so that ZeRO-3's hooks see the tensors i
 
 
 class QwenVL(nn.Module):
-    def __init__(self, vision: nn.Module, adapter: Resampler, llm: nn.Module, image_pad_id: int):
+    def __init__(self, vision: nn.Module, adapter: Resampler, llm: nn.Module, image_pad_id: int,
+                 pixel_stats: tuple[tuple[float, ...], tuple[float, ...]]):  # fmt: skip
         super().__init__()
         self.vision, self.adapter, self.llm = vision, adapter, llm
         self.image_pad_id = image_pad_id
         self.num_queries = adapter.query.shape[0]
+        self.pixel_stats = pixel_stats  # (mean, std) for 8-bit pixels; plain floats, never cast to bf16
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_size: int, tokenizer, dtype=torch.float32) -> QwenVL:
@@ -56,7 +58,7 @@ class QwenVL(nn.Module):
         width = llm.get_input_embeddings().embedding_dim
         heads = cfg.adapter.num_heads or max(1, width // 128)
         adapter = Resampler(cfg.adapter.num_queries, vision.transformer.width, width, heads)
-        return cls(vision, adapter, llm, special_ids(tokenizer).image_pad).to(dtype)
+        return cls(vision, adapter, llm, special_ids(tokenizer).image_pad, pixel_stats(cfg.vision)).to(dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, dtype=torch.float32) -> tuple[QwenVL, object, StageConfig]:
@@ -74,8 +76,11 @@ class QwenVL(nn.Module):
         return model, tokenizer, cfg
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] -> [B, num_queries, LLM width]."""
-        _, patches = self.vision(pixel_values)
+        """[B, 3, H, W] normalised floats, or 8-bit pixels normalised here -> [B, num_queries, LLM width]."""
+        dtype = self.adapter.query.dtype
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = normalize_pixels(pixel_values, *self.pixel_stats)
+        _, patches = self.vision(pixel_values.to(dtype))
         return self.adapter(patches)
 
     def embed(
@@ -98,7 +103,7 @@ class QwenVL(nn.Module):
                 f"{int(has_image.sum())} image samples: the data and the model disagree"
             )
         if pixel_values.shape[0]:
-            features = self.encode_images(pixel_values.to(embeds.dtype)).to(embeds.dtype)
+            features = self.encode_images(pixel_values).to(embeds.dtype)
             return embeds.masked_scatter(slots.unsqueeze(-1), features)
         blank = embeds.new_zeros(1, 3, *self.image_size)
         return embeds + 0.0 * self.encode_images(blank).sum().to(embeds.dtype)

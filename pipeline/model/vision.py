@@ -8,6 +8,7 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
+from torchvision import transforms
 
 from pipeline.config import ConfigError, register_open_clip_configs
 from pipeline.schema import VisionConfig
@@ -38,22 +39,40 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
     return visual
 
 
-def image_transform(cfg: VisionConfig, image_size: int):
-    """PIL image -> normalised tensor at ``image_size`` x ``image_size``, with the tower's mean and std.
+PIXELS = ("uint8", "float32")
 
-    Qwen-VL squashes every image to the square (no crop) with bicubic resampling; the mean and std are the
-    pretrained tag's (OpenAI's CLIP values otherwise).
-    """
+
+def pixel_stats(cfg: VisionConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The tower's normalisation (mean, std): the pretrained tag's, else the architecture's, else OpenAI's."""
     register_open_clip_configs()
-    model_cfg = open_clip.get_model_config(cfg.arch) or {}
-    stats = dict(model_cfg.get("preprocess_cfg", {}))
+    stats = dict((open_clip.get_model_config(cfg.arch) or {}).get("preprocess_cfg", {}))
     if cfg.pretrained and not Path(cfg.pretrained).suffix:
         stats.update(open_clip.pretrained.get_pretrained_cfg(cfg.arch, cfg.pretrained))
-    return open_clip.image_transform(
-        image_size,
-        is_train=False,
-        mean=stats.get("mean", OPENAI_DATASET_MEAN),
-        std=stats.get("std", OPENAI_DATASET_STD),
-        resize_mode="squash",
-        interpolation="bicubic",
+    return tuple(stats.get("mean", OPENAI_DATASET_MEAN)), tuple(stats.get("std", OPENAI_DATASET_STD))
+
+
+def image_transform(cfg: VisionConfig, image_size: int, pixels: str = "float32"):
+    """PIL image -> tensor at ``image_size`` x ``image_size``, squashed to the square (no crop) with bicubic
+    resampling as Qwen-VL does. ``float32``: normalised with the tower's mean and std; ``uint8``: the same
+    resized pixels as 8 bits, for the model to normalise on its device (``normalize_pixels``), which copies
+    a quarter of the bytes from the loader workers to the device.
+    """
+    if pixels not in PIXELS:
+        raise ValueError(f"pixels must be one of {PIXELS}, not {pixels!r}")
+    mean, std = pixel_stats(cfg)
+    transform = open_clip.image_transform(
+        image_size, is_train=False, mean=mean, std=std, resize_mode="squash", interpolation="bicubic"
     )
+    if (
+        pixels == "uint8"
+    ):  # open_clip's resize and mode conversion, then 8-bit CHW instead of ToTensor+Normalize
+        steps = [t for t in transform.transforms if not isinstance(t, transforms.Normalize)]
+        transform = transforms.Compose([*steps[:-1], transforms.PILToTensor()])
+    return transform
+
+
+def normalize_pixels(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """8-bit [B, 3, H, W] -> float32 normalised as ``image_transform(..., "float32")`` gives it."""
+    mean_t = torch.tensor(mean, device=pixels.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=pixels.device).view(1, -1, 1, 1)
+    return (pixels.float() / 255 - mean_t) / std_t

@@ -76,6 +76,7 @@ def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
     for key in ("loss", "lr/vision", "lr/adapter", "lr/llm", "grad_norm", "samples_per_s", "tokens_per_s", "mfu",
                 "data_wait_share", "memory_gb", "step_s"):  # fmt: skip
         assert first[key] is not None and first[key] >= 0, key
+    assert 0 < first["padding_share"] < 1  # the mix's lengths differ: some of every batch is padding
     tasks = [k for k in first if k.startswith("loss/")]
     assert tasks and abs(sum(v for k, v in first.items() if k.startswith("mix/")) - 1) < 1e-9
     assert first["lr/llm"] == pytest.approx(5e-5 / 4)  # step 1 of a 4-step warmup to the paper's 5e-5

@@ -18,8 +18,11 @@ SIZE = 56  # a 4x4 patch grid keeps the tests fast; the loader does not care
 STAGE2 = {"caption": 19.7, "vqa": 3.6, "grounded_caption": 12.2, "ref": 8.7, "ocr": 24.8, "text": 7.8}
 
 
-def loader(shards, tokenizer, rank=0, world_size=1, workers=0, tasks=None, seed=0, batch=2, max_length=512):
-    cfg = DataConfig(shards=shards, tasks=tasks or STAGE2, image_size=SIZE, num_workers=workers)
+def loader(
+    shards, tokenizer, rank=0, world_size=1, workers=0, tasks=None, seed=0, batch=2, max_length=512, group=1
+):
+    cfg = DataConfig(shards=shards, tasks=tasks or STAGE2, image_size=SIZE, num_workers=workers,
+                     group_by_length=group)  # fmt: skip
     fmt = Formatter(tokenizer, num_queries=16, max_length=max_length)
     return build_loader(cfg, fmt, image_transform(VisionConfig(), SIZE), batch, seed, rank, world_size)
 
@@ -39,20 +42,45 @@ def same(a: dict, b: dict) -> bool:
     )
 
 
-@pytest.mark.parametrize(("world_size", "workers"), [(1, 2), (2, 0), (2, 2)])
-def test_restored_loader_continues_exactly(world_shards, tokenizer, world_size, workers):
-    for rank in range(world_size):
-        reference = loader(world_shards, tokenizer, rank, world_size, workers)
+@pytest.mark.parametrize(
+    ("world_size", "workers", "group"), [(1, 2, 1), (2, 0, 1), (2, 2, 1), (2, 2, 4), (1, 0, 4)]
+)
+def test_restored_loader_continues_exactly(world_shards, tokenizer, world_size, workers, group):
+    for rank in range(world_size):  # 41 batches: with grouping, every worker stops inside a window
+        reference = loader(world_shards, tokenizer, rank, world_size, workers, group=group)
         uninterrupted = take(iter(reference), 48)
-        first = loader(world_shards, tokenizer, rank, world_size, workers)
+        first = loader(world_shards, tokenizer, rank, world_size, workers, group=group)
         it = iter(first)
-        assert all(same(a, b) for a, b in zip(take(it, 40), uninterrupted[:40], strict=True))
+        assert all(same(a, b) for a, b in zip(take(it, 41), uninterrupted[:41], strict=True))
         state = json.loads(json.dumps(first.state_dict()))  # checkpoints store it as JSON
-        restored = loader(world_shards, tokenizer, rank, world_size, workers)
+        restored = loader(world_shards, tokenizer, rank, world_size, workers, group=group)
         restored.load_state_dict(state)
-        after = take(iter(restored), 8)
-        assert all(same(a, b) for a, b in zip(after, uninterrupted[40:], strict=True)), f"rank {rank}"
+        after = take(iter(restored), 7)
+        assert all(same(a, b) for a, b in zip(after, uninterrupted[41:], strict=True)), f"rank {rank}"
         assert restored.stats() == reference.stats()  # the counts carry over too
+
+
+def padding(batches) -> float:
+    return sum(int((b["attention_mask"] == 0).sum()) for b in batches) / sum(
+        b["attention_mask"].numel() for b in batches
+    )
+
+
+def images_by_key(batch) -> dict:
+    keys = [k for k, has in zip(batch["keys"], batch["has_image"], strict=True) if has]
+    return dict(zip(keys, batch["pixel_values"], strict=True))
+
+
+def test_grouping_by_length_reorders_a_window_and_cuts_padding(world_shards, tokenizer):
+    plain = take(iter(loader(world_shards, tokenizer, batch=4)), 24)
+    grouped = take(iter(loader(world_shards, tokenizer, batch=4, group=8)), 24)
+    for window in range(3):  # the same samples per window of 8 batches, each with its own image
+        a, b = plain[8 * window : 8 * window + 8], grouped[8 * window : 8 * window + 8]
+        assert sorted(k for x in a for k in x["keys"]) == sorted(k for x in b for k in x["keys"])
+        pixels = {k: p for x in a for k, p in images_by_key(x).items()}
+        assert all(torch.equal(pixels[k], p) for x in b for k, p in images_by_key(x).items())
+    assert [x["keys"] for x in grouped[:8]] != [x["keys"] for x in plain[:8]]
+    assert padding(grouped) < 0.5 * padding(plain), (padding(grouped), padding(plain))
 
 
 def test_ranks_read_different_samples_and_seeds_change_the_order(world_shards, tokenizer):

@@ -1,13 +1,17 @@
 import copy
 import random
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter, Record
 from pipeline.data.loader import collate
 from pipeline.model.qwenvl import VIT_POS_EMBED, QwenVL, load_weights, resize_vit_pos_embed, save_weights
+from pipeline.model.vision import image_transform, normalize_pixels, pixel_stats
+from pipeline.optim import freeze
 from pipeline.schema import ModelConfig
 
 SIZE = 56  # 4x4 patches: fast, and the model does not care
@@ -83,6 +87,32 @@ def test_text_only_batches_still_run_the_vision_path(model, tokenizer):
     assert all(g is not None for g in grads)  # every rank runs the same graph (ZeRO-3 would hang otherwise)
     assert all(not g.any() for g in grads)  # ... with zero weight
     model.zero_grad()
+
+
+def test_8_bit_pixels_are_normalised_on_the_device_as_the_workers_would(cfg, model):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    floats = image_transform(cfg.vision, SIZE)(image)
+    eight_bit = image_transform(cfg.vision, SIZE, "uint8")(image)
+    assert eight_bit.dtype == torch.uint8 and eight_bit.shape == floats.shape
+    assert torch.allclose(normalize_pixels(eight_bit[None], *pixel_stats(cfg.vision))[0], floats, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(
+            model.encode_images(eight_bit[None]), model.encode_images(floats[None]), atol=1e-5
+        )
+
+
+def test_a_frozen_tower_builds_no_autograd_graph(cfg, tokenizer):
+    """Stage 3: the frozen ViT keeps no activations for backward (autograd skips a tower whose parameters and
+    inputs need no gradient), while the adapter above it still learns."""
+    model = QwenVL.from_config(cfg, SIZE, copy.deepcopy(tokenizer))
+    freeze(model, ["adapter", "llm"])
+    patches = []
+    hook = model.vision.register_forward_hook(lambda module, args, out: patches.append(out[1]))
+    model(**batch(tokenizer)).loss.backward()
+    hook.remove()
+    assert patches[0].grad_fn is None and not patches[0].requires_grad
+    assert all(p.grad is None for p in model.vision.parameters())
+    assert all(p.grad is not None for p in model.adapter.parameters())
 
 
 def test_a_few_steps_learn_the_batch(cfg, tokenizer):
