@@ -106,8 +106,18 @@ def _swapped_caption(plan, rng: random.Random) -> str:
 
 
 def _pairs(count: int, seed: int, size: int, zh_rate: float) -> list:
-    with Pool(min(2, os.cpu_count() or 1)) as pool:
-        return pool.map(_pair, [(i, seed, size, zh_rate) for i in range(count)], chunksize=64)
+    return _parallel(_pair, [(i, seed, size, zh_rate) for i in range(count)])
+
+
+def _parallel(fn, items: list) -> list:
+    """``fn`` over ``items`` in 2 processes. The pool is closed and joined, not terminated: a SIGTERM makes
+    the signal handlers that Ray leaves in forked workers print a crash report into the prep's log."""
+    pool = Pool(min(2, os.cpu_count() or 1))
+    try:
+        return pool.map(fn, items, chunksize=64)
+    finally:
+        pool.close()
+        pool.join()
 
 
 def train(cfg: TrainConfig, out: Path) -> Path:
@@ -232,8 +242,7 @@ def _scored_pair(world: WorldConfig, index: int) -> tuple[bytes, str]:
 
 def scored_pairs(world: WorldConfig) -> tuple[list[bytes], list[str]]:
     """Every pair of ``world`` as image bytes and captions (``_scored_pair``)."""
-    with Pool(min(2, os.cpu_count() or 1)) as pool:
-        pairs = pool.map(partial(_scored_pair, world), range(world.num_samples), chunksize=64)
+    pairs = _parallel(partial(_scored_pair, world), list(range(world.num_samples)))
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -210,19 +210,7 @@ class Trainer:
         row: dict[str, Any] = {}
         try:
             while self.step < t.max_steps:
-                start = time.perf_counter()
-                stats, batch = self._accumulate(batches)
-                total = _summed(ds.gather_objects(stats))
-                if total.nonfinite_keys:
-                    raise NonFiniteLoss(
-                        f"step {self.step + 1}: non-finite loss in the batch of samples {total.nonfinite_keys[:16]}; "
-                        f"the weights were not updated; the last good checkpoint is {checkpoint.latest(self.ckpt_root)}"
-                    )
-                lrs = self._lrs()  # the LRs this update uses (the schedule moves on in step())
-                self.engine.step()
-                self.step += 1
-                row = self._row(total, lrs, time.perf_counter() - start)
-                self.logger.log(row)
+                row, batch = self.train_step(batches)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
                 if self.step % self.cfg.logging.log_every == 0 or self.step == 1:
@@ -239,6 +227,23 @@ class Trainer:
             bar.close()
             self.logger.close()
         return row
+
+    def train_step(self, batches) -> tuple[dict[str, Any], dict]:
+        """One optimizer step over every rank's micro-batches: (its logged metrics row, the last micro-batch)."""
+        start = time.perf_counter()
+        stats, batch = self._accumulate(batches)
+        total = _summed(ds.gather_objects(stats))
+        if total.nonfinite_keys:
+            raise NonFiniteLoss(
+                f"step {self.step + 1}: non-finite loss in the batch of samples {total.nonfinite_keys[:16]}; "
+                f"the weights were not updated; the last good checkpoint is {checkpoint.latest(self.ckpt_root)}"
+            )
+        lrs = self._lrs()  # the LRs this update uses (the schedule moves on in step())
+        self.engine.step()
+        self.step += 1
+        row = self._row(total, lrs, time.perf_counter() - start)
+        self.logger.log(row)
+        return row, batch
 
     def _accumulate(self, batches) -> tuple[StepStats, dict]:
         """Forward and backward of every micro-batch of one optimizer step (the step itself is the caller's)."""
