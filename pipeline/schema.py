@@ -123,6 +123,7 @@ class TrainConfig:
     resume: str = "auto"  # auto: this stage's latest checkpoint if any; never; or a checkpoint folder
     checkpoint_every: int = 1000  # optimizer steps between checkpoints (the last step is always saved)
     keep_last: int = 2  # checkpoints kept, newest first; older ones are deleted
+    activation_checkpointing: list[str] = field(default_factory=list)  # towers (vision, llm) recomputed in backward
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:
@@ -141,6 +142,8 @@ class TrainConfig:
             "must be a multiple of train.micro_batch_size",
         )
         _check(self.precision in PRECISIONS, "train.precision", f"choose from {PRECISIONS}")
+        for tower in self.activation_checkpointing:
+            _check(tower in ("vision", "llm"), "train.activation_checkpointing", f"{tower!r}: vision or llm")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
         _check(self.keep_last > 0, "train.keep_last", "must be > 0")
         _check(bool(self.resume), "train.resume", "auto, never or a checkpoint folder")

@@ -157,6 +157,7 @@ class Trainer:
         if resume_from is None and t.init_from:
             _load_init(model, t.init_from)
         freeze(model, t.trainable)
+        model.set_activation_checkpointing(t.activation_checkpointing)
         self.flop_model = FlopModel.of(model, t.trainable)
         self.llm_config = model.llm.config
         groups = param_groups(model, t.optimizer)

@@ -75,6 +75,18 @@ class QwenVL(nn.Module):
         load_weights(model, folder)
         return model, tokenizer, cfg
 
+    def set_activation_checkpointing(self, towers: list[str]) -> None:
+        """Recompute each block's activations in backward for ``towers`` (``vision``, ``llm``): less memory
+        for a larger micro-batch, at about one more forward of that tower."""
+        unknown = set(towers) - {"vision", "llm"}
+        if unknown:
+            raise ValueError(f"activation checkpointing is per tower (vision, llm), not {sorted(unknown)}")
+        self.vision.set_grad_checkpointing("vision" in towers)
+        if "llm" in towers:  # non-reentrant: also right for a frozen LLM whose inputs need gradients (stage 1)
+            self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.llm.activation_checkpointing_disable()
+
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] normalised floats, or 8-bit pixels normalised here -> [B, num_queries, LLM width]."""
         dtype = self.adapter.query.dtype

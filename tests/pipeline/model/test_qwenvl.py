@@ -115,6 +115,34 @@ def test_a_frozen_tower_builds_no_autograd_graph(cfg, tokenizer):
     assert all(p.grad is not None for p in model.adapter.parameters())
 
 
+def test_activation_checkpointing_keeps_fewer_activations_and_gives_the_same_gradients(cfg, tokenizer):
+    torch.manual_seed(0)
+    model = QwenVL.from_config(cfg, SIZE, copy.deepcopy(tokenizer)).train()
+    freeze(model, ["vision", "adapter"])  # stage 1: the frozen LLM still passes gradients to its inputs
+    b = batch(tokenizer)
+    runs = []
+    for towers in ([], ["vision", "llm"]):
+        model.set_activation_checkpointing(towers)
+        saved = []  # what autograd keeps for backward during the forward
+        model.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t, saved=saved: saved.append(t.numel()) or t, lambda t: t
+        ):
+            loss = model(**b).loss
+        loss.backward()
+        runs.append(
+            (
+                loss.detach(),
+                {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
+                sum(saved),
+            )
+        )
+    (plain_loss, plain, plain_saved), (loss, grads, saved) = runs
+    assert saved < 0.3 * plain_saved, (saved, plain_saved)
+    assert torch.equal(loss, plain_loss) and grads.keys() == plain.keys()
+    assert all(torch.allclose(grads[n], plain[n], atol=1e-6) for n in plain)
+
+
 def test_a_few_steps_learn_the_batch(cfg, tokenizer):
     torch.manual_seed(0)
     model = QwenVL.from_config(cfg, SIZE, copy.deepcopy(tokenizer))
