@@ -22,6 +22,7 @@ import torch
 from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline import engine as ds
 from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.model.vision import normalize_pixels
 from pipeline.schema import StageConfig
 from stages.train import Trainer
 
@@ -134,8 +135,7 @@ def _split(trainer: Trainer, batch: dict) -> dict[str, float]:
 
 
 def model_pixels(model, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    from pipeline.model.vision import normalize_pixels
-
+    """The ViT's input as ``QwenVL.encode_images`` makes it."""
     return (normalize_pixels(pixels, *model.pixel_stats) if pixels.dtype == torch.uint8 else pixels).to(dtype)
 
 

@@ -123,7 +123,9 @@ class TrainConfig:
     resume: str = "auto"  # auto: this stage's latest checkpoint if any; never; or a checkpoint folder
     checkpoint_every: int = 1000  # optimizer steps between checkpoints (the last step is always saved)
     keep_last: int = 2  # checkpoints kept, newest first; older ones are deleted
-    activation_checkpointing: list[str] = field(default_factory=list)  # towers (vision, llm) recomputed in backward
+    activation_checkpointing: list[str] = field(
+        default_factory=list
+    )  # towers (vision, llm) recomputed in backward
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:

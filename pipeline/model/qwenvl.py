@@ -82,7 +82,9 @@ class QwenVL(nn.Module):
         if unknown:
             raise ValueError(f"activation checkpointing is per tower (vision, llm), not {sorted(unknown)}")
         self.vision.set_grad_checkpointing("vision" in towers)
-        if "llm" in towers:  # non-reentrant: also right for a frozen LLM whose inputs need gradients (stage 1)
+        if (
+            "llm" in towers
+        ):  # non-reentrant: also right for a frozen LLM whose inputs need gradients (stage 1)
             self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             self.llm.activation_checkpointing_disable()

@@ -63,11 +63,11 @@ def image_transform(cfg: VisionConfig, image_size: int, pixels: str = "float32")
     transform = open_clip.image_transform(
         image_size, is_train=False, mean=mean, std=std, resize_mode="squash", interpolation="bicubic"
     )
-    if (
-        pixels == "uint8"
-    ):  # open_clip's resize and mode conversion, then 8-bit CHW instead of ToTensor+Normalize
-        steps = [t for t in transform.transforms if not isinstance(t, transforms.Normalize)]
-        transform = transforms.Compose([*steps[:-1], transforms.PILToTensor()])
+    if pixels == "uint8":
+        # open_clip's resize and mode conversion, then 8-bit CHW in place of its ToTensor and Normalize
+        steps = [t for t in transform.transforms
+                 if not isinstance(t, transforms.Normalize) and "ToTensor" not in type(t).__name__]  # fmt: skip
+        transform = transforms.Compose([*steps, transforms.PILToTensor()])
     return transform
 
 
