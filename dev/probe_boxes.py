@@ -1,0 +1,98 @@
+"""dev/LOG.md: does box position survive the resampler? Linear probes of a trained export's image features.
+
+    PYTHONPATH=. python dev/probe_boxes.py [EXPORT] [TRAIN_SHARDS_DIR] [TEST_SHARDS_DIR]
+    # defaults: runs/demo/stage3/final data/synthetic/shards data/heldout/shards
+
+Images with one referring object: ridge regression from (a) the ViT's patch tokens, (b) the resampler's
+outputs (what the LLM sees), each flattened, to the object's box centre; R^2 on the held-out images, with the
+ridge strength picked on a split of the training images. Also (c) the resampler outputs' mean over queries
+(position-free unless the queries carry it).
+"""
+
+import glob
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.data.shard_format import open_image, parse, read_shards
+from pipeline.model.qwenvl import QwenVL
+from pipeline.model.vision import image_transform
+
+
+def samples(folder: str, limit: int):
+    for raw in read_shards(sorted(glob.glob(f"{folder}/*.tar"))):
+        s = parse(raw)
+        refs = (s.meta.get("tasks") or {}).get("ref") or []
+        if s.image is not None and len(refs) == 1:
+            x0, y0, x1, y1 = refs[0]["box"]
+            yield open_image(s.image), ((x0 + x1) / 2000, (y0 + y1) / 2000)
+            limit -= 1
+            if limit == 0:
+                return
+
+
+@torch.no_grad()
+def features(model: QwenVL, transform, folder: str, limit: int) -> tuple[dict, np.ndarray]:
+    feats, targets = {"vit": [], "resampler": [], "resampler_mean": []}, []
+    batch, boxes = [], []
+
+    def flush():
+        pixels = torch.stack(batch)
+        _, patches = model.vision(pixels)
+        out = model.adapter(patches)
+        feats["vit"].append(patches.flatten(1).numpy())
+        feats["resampler"].append(out.flatten(1).numpy())
+        feats["resampler_mean"].append(out.mean(1).numpy())
+        targets.extend(boxes)
+        batch.clear()
+        boxes.clear()
+
+    for image, centre in samples(folder, limit):
+        batch.append(transform(image))
+        boxes.append(centre)
+        if len(batch) == 64:
+            flush()
+    if batch:
+        flush()
+    return {k: np.concatenate(v) for k, v in feats.items()}, np.array(targets)
+
+
+def ridge_r2(x_train, y_train, x_test, y_test) -> tuple[float, float]:
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    y_mean = y_train.mean(0)
+    cut = int(0.8 * len(x_train))
+
+    def fit(x, y, alpha):  # dual form: n x n, cheap for wide features
+        k = x @ x.T
+        return x.T @ np.linalg.solve(k + alpha * np.eye(len(x)), y - y_mean)
+
+    def r2(w, x, y):
+        pred = x @ w + y_mean
+        return 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+
+    alphas = [10.0**k for k in range(-1, 6)]
+    best = max(alphas, key=lambda a: r2(fit(x_train[:cut], y_train[:cut], a), x_train[cut:], y_train[cut:]))
+    return r2(fit(x_train, y_train, best), x_test, y_test), best
+
+
+def main(export="runs/demo/stage3/final", train="data/synthetic/shards", test="data/heldout/shards") -> None:
+    torch.set_num_threads(2)
+    model, _, cfg = QwenVL.from_pretrained(export)
+    model.eval()
+    transform = image_transform(cfg.model.vision, cfg.data.image_size)
+    train_x, train_y = features(model, transform, train, 2000)
+    test_x, test_y = features(model, transform, test, 1000)
+    print(f"{len(train_y)} training images, {len(test_y)} held-out, one referring object each")
+    for name in train_x:
+        r2, alpha = ridge_r2(train_x[name], train_y, test_x[name], test_y)
+        print(
+            f"{name:15s} {train_x[name].shape[1]:6d} dims  held-out R^2 of the box centre {r2:.3f} (ridge {alpha:g})"
+        )
+
+
+if __name__ == "__main__":
+    Image.MAX_IMAGE_PIXELS = None
+    main(*sys.argv[1:])
