@@ -22,7 +22,6 @@ import torch
 from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline import engine as ds
 from pipeline.config import CONFIG_ROOT, load_config
-from pipeline.model.vision import normalize_pixels
 from pipeline.schema import StageConfig
 from stages.train import Trainer
 
@@ -103,25 +102,20 @@ def _split(trainer: Trainer, batch: dict) -> dict[str, float]:
     """Forward + backward of each part alone on ``batch``, as the step runs it (its dtype, its freezing)."""
     model, device = trainer.engine.module, trainer.dist.device
     inputs = trainer._to_device(batch)
-    dtype = model.adapter.query.dtype
-    trains = {
-        name: any(p.requires_grad for p in getattr(model, name).parameters())
-        for name in ("vision", "adapter")
-    }
-    pixels = inputs["pixel_values"]
+    vision_trains = any(p.requires_grad for p in model.vision.parameters())
+    pixels = model.vision_input(inputs["pixel_values"])
     with torch.no_grad():
-        patches = model.vision(model_pixels(model, pixels, dtype))[1]
-        features = model.adapter(patches)
-        embeds = model.embed(inputs["input_ids"], pixels, inputs["has_image"])
+        patches = model.vision(pixels)[1]
+        embeds = model.embed(inputs["input_ids"], inputs["pixel_values"], inputs["has_image"])
 
     def vision():
-        out = model.vision(model_pixels(model, pixels, dtype))[1]
-        if trains["vision"]:
+        out = model.vision(pixels)[1]
+        if vision_trains:
             out.backward(torch.ones_like(out))
 
     def adapter():
-        out = model.adapter(patches.detach().requires_grad_(trains["vision"]))
-        out.backward(torch.ones_like(features))
+        out = model.adapter(patches.detach().requires_grad_(vision_trains))
+        out.backward(torch.ones_like(out))
 
     def llm():
         logits = model.llm(inputs_embeds=embeds.detach().requires_grad_(True), attention_mask=inputs["attention_mask"],
@@ -132,11 +126,6 @@ def _split(trainer: Trainer, batch: dict) -> dict[str, float]:
     timed = {name: round(_timed(fn, device), 4) for name, fn in parts.items()}
     model.zero_grad(set_to_none=True)
     return timed
-
-
-def model_pixels(model, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The ViT's input as ``QwenVL.encode_images`` makes it."""
-    return (normalize_pixels(pixels, *model.pixel_stats) if pixels.dtype == torch.uint8 else pixels).to(dtype)
 
 
 def _timed(fn, device: torch.device) -> float:

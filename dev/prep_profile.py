@@ -1,4 +1,5 @@
-"""dev/LOG.md: where the data-prep filter stage spends its time, and what each resize method costs.
+"""dev/LOG.md: where the data-prep filter stage spends its time, how many images need a resize, and what each
+resize method costs.
 
     PYTHONPATH=. python dev/prep_profile.py [OUT_DIR]   # default /tmp/prep_profile
 
@@ -43,16 +44,19 @@ print(f"one part, filter + write: {time.perf_counter() - start:.2f} s (under cPr
 pstats.Stats(profile).sort_stats("tottime").print_stats(12)
 
 cv2.setNumThreads(1)
-images = []
+images, decodable, over = [], 0, 0
 for path in sorted((out / "raw").rglob("*.jpg")):
     try:
         image = Image.open(path)
-        if max(image.size) > cfg.max_side:
-            image.load()
-            images.append(image)
     except OSError:
         continue  # the world's corrupt images
-images = images[:150]
+    decodable += 1
+    if max(image.size) > cfg.max_side:
+        over += 1
+        if len(images) < 150:
+            image.load()
+            images.append(image)
+print(f"{over / decodable:.0%} of {decodable} decodable images have a side over {cfg.max_side}")
 
 
 def target(image: Image.Image) -> tuple[int, int]:

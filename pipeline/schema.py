@@ -16,6 +16,7 @@ MODULE_GROUPS = ("vision", "adapter", "llm")
 TASKS = ("caption", "vqa", "grounded_caption", "ref", "ocr", "text", "chatml")
 WANDB_MODES = ("online", "offline", "disabled")
 PRECISIONS = ("bf16", "fp16", "fp32")
+PIXELS = ("uint8", "float32")  # data.pixels: what the loader workers send
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -82,7 +83,7 @@ class DataConfig:
         _check(self.max_length > 0, "data.max_length", "must be > 0")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _check(self.group_by_length >= 1, "data.group_by_length", "must be >= 1 (1 = off)")
-        _check(self.pixels in ("uint8", "float32"), "data.pixels", "uint8 or float32")
+        _check(self.pixels in PIXELS, "data.pixels", f"choose from {PIXELS}")
         _check(self.open_shards > 0, "data.open_shards", "must be > 0")
 
 

@@ -89,12 +89,15 @@ class QwenVL(nn.Module):
         else:
             self.llm.activation_checkpointing_disable()
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] normalised floats, or 8-bit pixels normalised here -> [B, num_queries, LLM width]."""
-        dtype = self.adapter.query.dtype
+    def vision_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] normalised floats, or 8-bit pixels normalised here -> the ViT's input, in its dtype."""
         if pixel_values.dtype == torch.uint8:
             pixel_values = normalize_pixels(pixel_values, *self.pixel_stats)
-        _, patches = self.vision(pixel_values.to(dtype))
+        return pixel_values.to(self.adapter.query.dtype)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] (see ``vision_input``) -> [B, num_queries, LLM width]."""
+        _, patches = self.vision(self.vision_input(pixel_values))
         return self.adapter(patches)
 
     def embed(

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision import transforms
 
 from pipeline.config import ConfigError, register_open_clip_configs
-from pipeline.schema import VisionConfig
+from pipeline.schema import PIXELS, VisionConfig
 
 
 def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.device = "cpu") -> nn.Module:
@@ -37,9 +37,6 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
     visual.output_tokens = True
     visual.proj = None  # CLIP's pooled-embedding head: the resampler reads the patch tokens, never the pool
     return visual
-
-
-PIXELS = ("uint8", "float32")
 
 
 def pixel_stats(cfg: VisionConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
