@@ -2,13 +2,19 @@
 
 - ``overhead_ratio``: seconds per optimizer step of stage 1 (the tiny default: DeepSpeed ZeRO-2, the real
   loader with its worker, per-step metrics to JSONL and wandb offline) over a bare loop of forward + backward
-  per micro-batch and one ``torch.optim.AdamW`` step, on the same model, freezing and micro-batches.
+  per micro-batch and one ``torch.optim.AdamW`` step, on the same model, freezing and micro-batches. Both
+  compute on the same ``compute_threads``: the cores less one per loader worker, which decodes on the core
+  left to it, as a GPU host's loader does on cores the device's step does not use.
+- ``overhead_ratio_shared_cores``: the same pair with every core computing, so the worker's decoding takes
+  turns with the training threads (what a CPU-only laptop run pays; the bare loop decodes nothing).
 - ``data_wait_share``: the share of the stage's step time spent waiting for the loader (the metric it logs).
 - ``compute_overhead_ratio``: the same stage with the loader inline (no worker process), its data wait taken
   out of each step, over the bare loop: the trainer's own cost (DeepSpeed's hooks and step, metrics) apart
   from the data path's. ``data_s_per_step``: that data wait in seconds.
 - ``zero3_mem_ratio``: per-rank parameter + optimizer bytes under ZeRO-3 (stage 2: everything learns) with
   2 ranks over 1 rank, each started by the ``deepspeed`` launcher.
+
+Each bare loop replays the micro-batches of the trainer it is compared with.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from itertools import cycle, islice, pairwise
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,7 +35,6 @@ import torch
 from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline import engine as ds
 from pipeline.config import CONFIG_ROOT, load_config
-from pipeline.metrics import read_metrics
 from pipeline.model.qwenvl import QwenVL
 from pipeline.optim import freeze
 from pipeline.schema import StageConfig
@@ -36,7 +42,7 @@ from stages.train import Trainer, _tokenizer
 
 STEPS, WARMUP = 14, 4  # optimizer steps of the stage run; the first WARMUP are not timed
 REPO = Path(__file__).resolve().parent.parent
-RUN = ["logging.wandb=offline", "logging.sample_every=0", "train.init_from=null", "run.name=bench"]
+RUN = ["logging.wandb=offline", "logging.sample_every=0", "train.init_from=null"]
 
 
 def stage_config(stage: str, shards: str, out: Path, *overrides: str) -> StageConfig:
@@ -44,41 +50,58 @@ def stage_config(stage: str, shards: str, out: Path, *overrides: str) -> StageCo
                        [f"data.shards={shards}", f"run.output_dir={out}", *RUN, *overrides])  # fmt: skip
 
 
-def _trainer_step_s(cfg: StageConfig) -> tuple[float, float, list]:
-    """The median seconds between the ends of consecutive steps after WARMUP (everything the loop does,
-    logging included), the data-wait share of those steps, and micro-batches for the bare loop."""
-    trainer = Trainer(cfg, ds.init_distributed())  # a process group of one (DeepSpeed keeps it)
-    ends: list[float] = []
-    log = trainer.logger.log
-    trainer.logger.log = lambda row: (log(row), ends.append(time.perf_counter()))
-    trainer.train()
-    rows = read_metrics(trainer.out / "metrics.jsonl")[WARMUP:]
-    wait = sum(r["data_wait_share"] * r["step_s"] for r in rows) / sum(r["step_s"] for r in rows)
-    batches = list(islice(iter(trainer.loader), 2 * trainer.accumulation))
-    return statistics.median(b - a for a, b in pairwise(ends[WARMUP - 1 :])), wait, batches
-
-
-def _bare_step_s(cfg: StageConfig, batches: list, accumulation: int) -> float:
-    """The median seconds of a step of the same model, freezing and micro-batches through plain forward +
-    backward + AdamW."""
+def _bare_loop(cfg: StageConfig) -> Callable[[list[dict]], None]:
+    """A step of the same model and freezing over given micro-batches: plain forward + backward + AdamW."""
     torch.manual_seed(cfg.run.seed)
     model = QwenVL.from_config(cfg.model, cfg.data.image_size, _tokenizer(cfg.model.tokenizer))
     freeze(model, cfg.train.trainable)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    inputs = cycle([{k: v for k, v in b.items() if torch.is_tensor(v)} for b in batches])
 
-    def step() -> None:
-        for _ in range(accumulation):
-            model(**next(inputs)).loss.backward()
+    def step(micro_batches: list[dict]) -> None:
+        for batch in micro_batches:
+            model(**batch).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    seconds = []
-    for _ in range(STEPS):
+    return step
+
+
+def _timed_pair(cfg: StageConfig, interleaved: bool) -> tuple[float, float, float]:
+    """(the trainer's seconds per step, its data-wait share, the bare loop's seconds per step), medians
+    after WARMUP. The trainer runs the loop's own ``train_step`` (loader, DeepSpeed, metrics); the bare loop
+    replays the micro-batches each of its steps used. Interleaved, a bare step follows every trainer step,
+    so drift in the machine's speed hits both alike; not, when a loader worker shares the compute cores and
+    would decode for the trainer during bare steps."""
+    trainer = Trainer(cfg, ds.init_distributed())  # a process group of one (DeepSpeed keeps it)
+    used: list[dict] = []
+
+    def recorded():
+        for batch in trainer.loader:
+            used.append({k: v for k, v in batch.items() if torch.is_tensor(v)})
+            yield batch
+
+    batches, bare, n = recorded(), _bare_loop(cfg), trainer.accumulation
+    ours: list[float] = []
+    theirs: list[float] = []
+    rows: list[dict] = []
+
+    def bare_step(i: int) -> None:
         start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds[WARMUP:])
+        bare(used[i * n : (i + 1) * n])
+        theirs.append(time.perf_counter() - start)
+
+    for i in range(STEPS):
+        start = time.perf_counter()
+        rows.append(trainer.train_step(batches)[0])
+        ours.append(time.perf_counter() - start)
+        if interleaved:
+            bare_step(i)
+    for i in range(0 if interleaved else STEPS):
+        bare_step(i)
+    trainer.logger.close()
+    rows = rows[WARMUP:]
+    wait = sum(r["data_wait_share"] * r["step_s"] for r in rows) / sum(r["step_s"] for r in rows)
+    return statistics.median(ours[WARMUP:]), wait, statistics.median(theirs[WARMUP:])
 
 
 def _zero3_bytes(ranks: int, shards: str, out: Path) -> int:
@@ -108,25 +131,42 @@ def _rank_main(result: str, shards: str, out: str) -> None:
     ds.shutdown()
 
 
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_shards(world_samples(400, 40), Path(tmp) / "shards", per_shard=40)
-        steps = [f"train.max_steps={STEPS}", f"train.checkpoint_every={STEPS}"]
-        cfg = stage_config("stage1", shards, Path(tmp), *steps)
-        accumulation = cfg.train.accumulation(1)
-        ours, wait, batches = _trainer_step_s(cfg)
-        bare = _bare_step_s(cfg, batches, accumulation)
-        inline = stage_config(
-            "stage1", shards, Path(tmp), *steps, "data.num_workers=0", "run.name=bench-inline"
-        )
-        inline_s, inline_wait, _ = _trainer_step_s(inline)
+
+        def config(name: str, *overrides: str) -> StageConfig:
+            steps = [f"train.max_steps={STEPS}", f"train.checkpoint_every={STEPS}", f"run.name={name}"]
+            return stage_config("stage1", shards, Path(tmp), *steps, *overrides)
+
+        cfg = config("bench")
+        cores = torch.get_num_threads()
+        compute = max(1, (os.cpu_count() or cores) - cfg.data.num_workers)
+        with _threads(compute):  # the worker decodes on its own core: interleaving biases nothing
+            ours, wait, bare = _timed_pair(cfg, interleaved=True)
+            inline = config("bench-inline", "data.num_workers=0")
+            inline_s, inline_wait, inline_bare = _timed_pair(inline, interleaved=True)
+        shared, _, shared_bare = _timed_pair(config("bench-shared"), interleaved=False)
         one, two = _zero3_bytes(1, shards, Path(tmp)), _zero3_bytes(2, shards, Path(tmp))
     return {
         "overhead_ratio": round(ours / bare, 3),
         "step_s": round(ours, 3),
         "bare_step_s": round(bare, 3),
+        "compute_threads": compute,
         "data_wait_share": round(wait, 4),
-        "compute_overhead_ratio": round(inline_s * (1 - inline_wait) / bare, 3),
+        "overhead_ratio_shared_cores": round(shared / shared_bare, 3),
+        "shared_cores": cores,
+        "compute_overhead_ratio": round(inline_s * (1 - inline_wait) / inline_bare, 3),
         "data_s_per_step": round(inline_s * inline_wait, 3),
         "zero3_mem_ratio": round(two / one, 3),
         "zero3_bytes_1_rank": one,
@@ -134,7 +174,7 @@ def run() -> dict:
         "stage": "stage1, tiny default, ZeRO-2, 1 rank",
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (fp32)",
         "micro_batch": cfg.train.micro_batch_size,
-        "accumulation": accumulation,
+        "accumulation": cfg.train.accumulation(1),
         "image_size": cfg.data.image_size,
     }
 

@@ -15,6 +15,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
@@ -68,6 +69,7 @@ def collate(examples: list[Example], images: list[torch.Tensor], pad_id: int, im
 
 
 STATS = ("tasks", "skipped", "truncated", "dropped_turns")
+PICKLED = ("input_ids", "labels", "attention_mask", "has_image")  # the batch's tensors other than pixels
 
 
 class TaskBatches(IterableDataset):
@@ -126,6 +128,9 @@ class TaskBatches(IterableDataset):
                     self.stats["skipped"]["shard_error"] = stream.shard_errors
                 counts = {k: dict(v) for k, v in self.stats.items()}
                 batch["stats"] = {"slot": slot, **counts}
+                # from a worker, small tensors travel pickled: a shared-memory one costs a socket round trip
+                if info:
+                    batch.update({k: batch[k].numpy() for k in PICKLED})
                 if emitted < len(chunks):
                     self._position = {**start, "window": window, "emitted": emitted}
                 else:  # the window is done: the position moves past it
@@ -183,6 +188,7 @@ class Loader:
             persistent_workers=num_workers > 0,
             prefetch_factor=2 if num_workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=_as_sent,  # not default_convert, which would turn the arrays back into tensors
         )
         self._stats: dict[int, dict] = {}  # latest cumulative stats per slot
 
@@ -190,7 +196,7 @@ class Loader:
         for batch in self._loader:
             stats = batch.pop("stats")
             self._stats[stats.pop("slot")] = stats
-            yield batch
+            yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Over all workers: samples per task, skipped samples per reason, truncated samples per task and
@@ -207,6 +213,10 @@ class Loader:
     def load_state_dict(self, state: dict) -> None:
         self._loader.load_state_dict(state["loader"])
         self._stats = {int(k): v for k, v in state["stats"].items()}
+
+
+def _as_sent(batch: dict) -> dict:
+    return batch
 
 
 def build_loader(

@@ -60,6 +60,18 @@ def test_restored_loader_continues_exactly(world_shards, tokenizer, world_size, 
         assert restored.stats() == reference.stats()  # the counts carry over too
 
 
+def test_a_worker_sends_the_batches_the_loader_makes_inline(world_shards, tokenizer):
+    # one worker reads slot 0 of 1, as the inline loader does; its small tensors cross as pickled arrays
+    inline, sent = (take(iter(loader(world_shards, tokenizer, workers=w)), 3) for w in (0, 1))
+    assert all(same(a, b) for a, b in zip(inline, sent, strict=True))
+    assert all(
+        b[k].dtype == a[k].dtype
+        for a, b in zip(inline, sent, strict=True)
+        for k in a
+        if torch.is_tensor(a[k])
+    )
+
+
 def padding(batches) -> float:
     return sum(int((b["attention_mask"] == 0).sum()) for b in batches) / sum(
         b["attention_mask"].numel() for b in batches
