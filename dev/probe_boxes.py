@@ -1,12 +1,13 @@
-"""dev/LOG.md: does box position survive the resampler? Linear probes of a trained export's image features.
+"""dev/LOG.md: do box position, shape and colour survive the resampler? Linear probes of an export's image features.
 
     PYTHONPATH=. python dev/probe_boxes.py [EXPORT] [TRAIN_SHARDS_DIR] [TEST_SHARDS_DIR]
     # defaults: runs/demo/stage3/final data/synthetic/shards data/heldout/shards
 
 Images with one referring object: ridge regression from (a) the ViT's patch tokens, (b) the resampler's
-outputs (what the LLM sees), each flattened, to the object's box centre; R^2 on the held-out images, with the
-ridge strength picked on a split of the training images. Also (c) the resampler outputs' mean over queries
-(position-free unless the queries carry it).
+outputs (what the LLM sees), each flattened, to the object's box centre (R^2 on the held-out images) and to
+its shape and colour as one-hot targets (held-out accuracy of the largest output; chance is about one over
+the classes), with the ridge strength picked on a split of the training images. Also (c) the resampler
+outputs' mean over queries (position-free unless the queries carry it).
 """
 
 import glob
@@ -27,16 +28,20 @@ def samples(folder: str, limit: int):
         refs = (s.meta.get("tasks") or {}).get("ref") or []
         if s.image is not None and len(refs) == 1:
             x0, y0, x1, y1 = refs[0]["box"]
-            yield open_image(s.image), ((x0 + x1) / 2000, (y0 + y1) / 2000)
+            *_, colour, shape = refs[0]["expression"].split()  # "the [size] colour shape"
+            yield (
+                open_image(s.image),
+                {"centre": ((x0 + x1) / 2000, (y0 + y1) / 2000), "shape": shape, "colour": colour},
+            )
             limit -= 1
             if limit == 0:
                 return
 
 
 @torch.no_grad()
-def features(model: QwenVL, transform, folder: str, limit: int) -> tuple[dict, np.ndarray]:
+def features(model: QwenVL, transform, folder: str, limit: int) -> tuple[dict, list[dict]]:
     feats, targets = {"vit": [], "resampler": [], "resampler_mean": []}, []
-    batch, boxes = [], []
+    batch, truths = [], []
 
     def flush():
         pixels = torch.stack(batch)
@@ -45,21 +50,22 @@ def features(model: QwenVL, transform, folder: str, limit: int) -> tuple[dict, n
         feats["vit"].append(patches.flatten(1).numpy())
         feats["resampler"].append(out.flatten(1).numpy())
         feats["resampler_mean"].append(out.mean(1).numpy())
-        targets.extend(boxes)
+        targets.extend(truths)
         batch.clear()
-        boxes.clear()
+        truths.clear()
 
-    for image, centre in samples(folder, limit):
+    for image, truth in samples(folder, limit):
         batch.append(transform(image))
-        boxes.append(centre)
+        truths.append(truth)
         if len(batch) == 64:
             flush()
     if batch:
         flush()
-    return {k: np.concatenate(v) for k, v in feats.items()}, np.array(targets)
+    return {k: np.concatenate(v) for k, v in feats.items()}, targets
 
 
-def ridge_r2(x_train, y_train, x_test, y_test) -> tuple[float, float]:
+def ridge(x_train, y_train, x_test, y_test, score) -> tuple[float, float]:
+    """The held-out ``score(prediction, truth)`` of a ridge fit, its strength picked on a split of the train."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     y_mean = y_train.mean(0)
@@ -69,13 +75,28 @@ def ridge_r2(x_train, y_train, x_test, y_test) -> tuple[float, float]:
         k = x @ x.T
         return x.T @ np.linalg.solve(k + alpha * np.eye(len(x)), y - y_mean)
 
-    def r2(w, x, y):
-        pred = x @ w + y_mean
-        return 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    def held_out(w, x, y):
+        return score(x @ w + y_mean, y)
 
     alphas = [10.0**k for k in range(-1, 6)]
-    best = max(alphas, key=lambda a: r2(fit(x_train[:cut], y_train[:cut], a), x_train[cut:], y_train[cut:]))
-    return r2(fit(x_train, y_train, best), x_test, y_test), best
+    best = max(
+        alphas, key=lambda a: held_out(fit(x_train[:cut], y_train[:cut], a), x_train[cut:], y_train[cut:])
+    )
+    return held_out(fit(x_train, y_train, best), x_test, y_test), best
+
+
+def r2(pred, y) -> float:
+    return 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+
+
+def accuracy(pred, y) -> float:
+    return float((pred.argmax(1) == y.argmax(1)).mean())
+
+
+def target(truths: list[dict], name: str, classes: list[str]) -> np.ndarray:
+    if name == "centre":
+        return np.array([t[name] for t in truths])
+    return np.eye(len(classes))[[classes.index(t[name]) for t in truths]]
 
 
 def main(export="runs/demo/stage3/final", train="data/synthetic/shards", test="data/heldout/shards") -> None:
@@ -86,11 +107,17 @@ def main(export="runs/demo/stage3/final", train="data/synthetic/shards", test="d
     train_x, train_y = features(model, transform, train, 2000)
     test_x, test_y = features(model, transform, test, 1000)
     print(f"{len(train_y)} training images, {len(test_y)} held-out, one referring object each")
-    for name in train_x:
-        r2, alpha = ridge_r2(train_x[name], train_y, test_x[name], test_y)
-        print(
-            f"{name:15s} {train_x[name].shape[1]:6d} dims  held-out R^2 of the box centre {r2:.3f} (ridge {alpha:g})"
-        )
+    for label in ("centre", "shape", "colour"):
+        classes = sorted({t.get(label) for t in train_y + test_y}) if label != "centre" else []
+        metric = "R^2" if label == "centre" else f"accuracy ({len(classes)} classes)"
+        ys = target(train_y, label, classes), target(test_y, label, classes)
+        for name in train_x:
+            value, alpha = ridge(
+                train_x[name], ys[0], test_x[name], ys[1], r2 if label == "centre" else accuracy
+            )
+            print(
+                f"{label:7s} {name:15s} {train_x[name].shape[1]:6d} dims  held-out {metric} {value:.3f} (ridge {alpha:g})"
+            )
 
 
 if __name__ == "__main__":

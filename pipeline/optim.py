@@ -2,8 +2,9 @@
 
 Parameter groups follow the recipe: weight decay on weight matrices only (no decay on norms, biases,
 position embeddings and the resampler's queries), and ViT layer-wise LR decay (block ``i`` of ``L`` gets
-``decay ** (L - i)`` of the LR; the patch embedding ``decay ** (L + 1)``; the final norm the full LR). Frozen
-parameters are in no group, so the optimizer keeps no state for them.
+``decay ** (L - i)`` of the LR; the patch embedding ``decay ** (L + 1)``; the final norm the full LR), on top
+of each module group's ``lr_scale`` (as LLaVA's projector LR or InternVL's ViT LR set one tower apart).
+Frozen parameters are in no group, so the optimizer keeps no state for them.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
         if not param.requires_grad:
             continue
         module = name.split(".", 1)[0]
-        scale = 1.0
+        scale = cfg.lr_scale.get(module, 1.0)
         key = module
         if module == "vision" and cfg.vit_layer_decay < 1.0:
             layer = vit_layer(name, num_blocks)
-            scale = cfg.vit_layer_decay ** (num_blocks + 1 - layer)
+            scale *= cfg.vit_layer_decay ** (num_blocks + 1 - layer)
             key = f"vision.layer{layer:02d}"
         decay = decays(name, param)
         key += "" if decay else ".no_decay"

@@ -98,6 +98,7 @@ class OptimizerConfig:
     weight_decay: float = 0.05  # not on norms, biases, position embeddings and the resampler queries
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     vit_layer_decay: float = 1.0  # layer-wise LR decay of the ViT (paper stage 1: 0.95); 1.0 = off
+    lr_scale: dict[str, float] = field(default_factory=dict)  # module group -> LR multiplier; absent = 1.0
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.optimizer.lr", "must be > 0")
@@ -108,6 +109,13 @@ class OptimizerConfig:
         _check(0 < self.vit_layer_decay <= 1, "train.optimizer.vit_layer_decay", "must be in (0, 1]")
         _check(self.weight_decay >= 0, "train.optimizer.weight_decay", "must be >= 0")
         _check(self.grad_clip >= 0, "train.optimizer.grad_clip", "must be >= 0")
+        for group, scale in self.lr_scale.items():
+            _check(
+                group in MODULE_GROUPS,
+                f"train.optimizer.lr_scale.{group}",
+                f"not one of {list(MODULE_GROUPS)}",
+            )
+            _check(scale > 0, f"train.optimizer.lr_scale.{group}", "must be > 0")
 
 
 RESUME_MODES = ("auto", "never")

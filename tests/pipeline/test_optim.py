@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.model.qwenvl import QwenVL
 from pipeline.optim import freeze, lr_at, param_groups
 from pipeline.schema import ModelConfig, OptimizerConfig
@@ -52,6 +52,21 @@ def test_vit_layer_decay_scales_each_block(model):
     assert scale[f"vision.transformer.resblocks.{blocks - 1}.attn.in_proj_weight"] == 0.5
     assert scale["vision.ln_post.weight"] == 1.0 and scale["adapter.query"] == 1.0
     assert all(g["lr"] == 1e-3 * g["lr_scale"] for g in groups)
+
+
+def test_lr_scale_sets_a_group_apart_on_top_of_layer_decay(model):
+    freeze(model, ["vision", "adapter", "llm"])
+    cfg = OptimizerConfig(lr=1e-3, vit_layer_decay=0.5, lr_scale={"vision": 4.0, "adapter": 0.5})
+    lrs = {g["name"]: g["lr"] for g in param_groups(model, cfg)}
+    blocks = len(model.vision.transformer.resblocks)
+    assert lrs["vision.layer05.no_decay"] == 4e-3 and lrs["vision.layer00"] == 4e-3 * 0.5 ** (blocks + 1)
+    assert lrs["adapter"] == 5e-4 and lrs["llm"] == 1e-3
+
+
+@pytest.mark.parametrize("scale", [{"vit": 2.0}, {"vision": 0.0}])
+def test_a_bad_lr_scale_names_its_key(scale):
+    with pytest.raises(ConfigError, match="train.optimizer.lr_scale"):
+        OptimizerConfig(lr_scale=scale)
 
 
 def test_warmup_then_cosine_to_min_lr():
