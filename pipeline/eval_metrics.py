@@ -30,6 +30,12 @@ def exact_match_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> 
     return sum(normalize_answer(p) == normalize_answer(a) for p, a in pairs) / max(len(pairs), 1)
 
 
+def answer_type(answer: str) -> str:
+    """VQAv2's answer types: ``yes_no``, ``number`` (digits once normalised) or ``other``."""
+    norm = normalize_answer(answer)
+    return "yes_no" if norm in ("yes", "no") else "number" if norm.isdigit() else "other"
+
+
 def parse_box(text: str) -> Box | None:
     """The first box "(x1,y1),(x2,y2)" in generated text (inside <box> tags or the tokenizer's box tokens)."""
     match = BOX.search(text)

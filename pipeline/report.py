@@ -50,7 +50,8 @@ def write_report(run_dir: Path, stages: list[str], phases: dict[str, dict], prep
 
 
 def _scores(result: dict) -> dict:
-    return {k: result[k] for k in (*SCORES, "blind", "samples", "image_loss") if k in result}
+    by_type = sorted(k for k in result if k.startswith("vqa_acc/"))
+    return {k: result[k] for k in (*SCORES, *by_type, "blind", "samples", "image_loss") if k in result}
 
 
 # -- plots ----------------------------------------------------------------------------------------------------
@@ -190,6 +191,13 @@ def _markdown(run_dir: Path, result: dict, evals: dict[str, dict], phases: dict[
     for stage, e in evals.items():
         cells = [f"{e[s]:.3f} ({e['blind'][s]:.3f})" if s in e else "-" for s in SCORES]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    kinds = sorted({k for e in evals.values() for k in e if k.startswith("vqa_acc/")})
+    if kinds:
+        lines += ["", "VQA accuracy by answer type (VQAv2's), blind in brackets:", "",
+                  "| stage | " + " | ".join(k.split("/")[1] for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]  # fmt: skip
+        for stage, e in evals.items():
+            cells = [f"{e[k]:.3f} ({e['blind'][k]:.3f})" if k in e else "-" for k in kinds]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     tasks = sorted({t for e in evals.values() for t in e.get("image_loss", {})})
     lines += ["", "Does it look? The loss of the reference answers (teacher-forced) with each image, with it blanked, "
               "and with another sample's image: a model that uses its images is lowest with its own.", "",

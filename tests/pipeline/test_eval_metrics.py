@@ -1,6 +1,7 @@
 import pytest
 
 from pipeline.eval_metrics import (
+    answer_type,
     cider,
     exact_match_accuracy,
     grounding_accuracy,
@@ -45,3 +46,9 @@ def test_cider_ranks_a_matching_caption_above_a_wrong_one():
     wrong = cider(["two blue squares on a beige background", "a small green star", "a red circle"], refs)
     assert right > 2 * wrong and right > 1.0
     assert cider([], []) == 0.0
+
+
+def test_answer_types_follow_vqav2():
+    assert [answer_type(a) for a in ("Yes.", "no", "3", "three", "red", "a red circle")] == [
+        "yes_no", "yes_no", "number", "number", "other", "other"
+    ]  # fmt: skip
