@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ import torch
 from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline import engine as ds
 from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.flops import torch_threads
 from pipeline.model.qwenvl import QwenVL
 from pipeline.optim import freeze
 from pipeline.schema import StageConfig
@@ -96,8 +96,9 @@ def _timed_pair(cfg: StageConfig, interleaved: bool) -> tuple[float, float, floa
         ours.append(time.perf_counter() - start)
         if interleaved:
             bare_step(i)
-    for i in range(0 if interleaved else STEPS):
-        bare_step(i)
+    if not interleaved:
+        for i in range(STEPS):
+            bare_step(i)
     trainer.logger.close()
     rows = rows[WARMUP:]
     wait = sum(r["data_wait_share"] * r["step_s"] for r in rows) / sum(r["step_s"] for r in rows)
@@ -131,16 +132,6 @@ def _rank_main(result: str, shards: str, out: str) -> None:
     ds.shutdown()
 
 
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_shards(world_samples(400, 40), Path(tmp) / "shards", per_shard=40)
@@ -152,7 +143,7 @@ def run() -> dict:
         cfg = config("bench")
         cores = torch.get_num_threads()
         compute = max(1, (os.cpu_count() or cores) - cfg.data.num_workers)
-        with _threads(compute):  # the worker decodes on its own core: interleaving biases nothing
+        with torch_threads(compute):  # the worker decodes on its own core: interleaving biases nothing
             ours, wait, bare = _timed_pair(cfg, interleaved=True)
             inline = config("bench-inline", "data.num_workers=0")
             inline_s, inline_wait, inline_bare = _timed_pair(inline, interleaved=True)

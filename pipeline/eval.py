@@ -25,7 +25,7 @@ from pipeline.data.loader import collate, decode_image, read_record
 from pipeline.data.shard_format import Skip, expand_urls, read_shards
 from pipeline.eval_metrics import (
     REF,
-    answer_type,
+    by_answer_type,
     cider,
     exact_match_accuracy,
     grounding_accuracy,
@@ -161,9 +161,10 @@ def scores(items: list[Item], predicted: list[str]) -> dict[str, float]:
         elif task == "ocr":
             result[METRICS[task]] = ocr_accuracy(preds, [REF.findall(t) for t in truths])
         if task == "vqa":  # by answer type, as VQAv2 reports it: which kinds of question the image answers
-            for kind in sorted({answer_type(t) for t in truths}):
-                pairs = [(p, t) for p, t in zip(preds, truths, strict=True) if answer_type(t) == kind]
-                result[f"vqa_acc/{kind}"] = exact_match_accuracy(*zip(*pairs, strict=True))
+            for kind, idx in by_answer_type(truths).items():
+                result[f"vqa_acc/{kind}"] = exact_match_accuracy(
+                    [preds[i] for i in idx], [truths[i] for i in idx]
+                )
     return {k: round(v, 4) for k, v in result.items()}
 
 
@@ -176,8 +177,8 @@ def evaluate(model, tokenizer, formatter: Formatter, transform: Callable, urls: 
     seeing = answers(model, tokenizer, items, False, batch_size, max_new_tokens)
     blind = answers(model, tokenizer, items, True, batch_size, max_new_tokens)
     counts = {METRICS[t]: sum(it.task == t for it in items) for t in tasks}
-    for kind in sorted({answer_type(it.truth) for it in items if it.task == "vqa"}):
-        counts[f"vqa_acc/{kind}"] = sum(it.task == "vqa" and answer_type(it.truth) == kind for it in items)
+    vqa_truths = [it.truth for it in items if it.task == "vqa"]
+    counts |= {f"vqa_acc/{kind}": len(idx) for kind, idx in by_answer_type(vqa_truths).items()}
     losses = image_use(model, items, tokenizer.pad_token_id, batch_size)
     examples = [{"key": it.key, "task": it.task, "truth": it.truth, "generated": g, "blind": b}
                 for it, g, b in list(zip(items, seeing, blind, strict=True))[:: max(1, len(items) // 20)]]  # fmt: skip

@@ -36,6 +36,14 @@ def answer_type(answer: str) -> str:
     return "yes_no" if norm in ("yes", "no") else "number" if norm.isdigit() else "other"
 
 
+def by_answer_type(answers: Sequence[str]) -> dict[str, list[int]]:
+    """The indices of ``answers`` under each answer type present, types sorted."""
+    groups: dict[str, list[int]] = {}
+    for i, answer in enumerate(answers):
+        groups.setdefault(answer_type(answer), []).append(i)
+    return dict(sorted(groups.items()))
+
+
 def parse_box(text: str) -> Box | None:
     """The first box "(x1,y1),(x2,y2)" in generated text (inside <box> tags or the tokenizer's box tokens)."""
     match = BOX.search(text)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -114,12 +116,19 @@ def device_peak_flops(
                 return tflops * 1e12
         log.warning("no peak FLOP/s known for %r: MFU is not logged; set logging.peak_tflops", name)
         return None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads or threads)
-    try:
+    with torch_threads(cpu_threads or torch.get_num_threads()):
         return measured_matmul_flops()
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def measured_matmul_flops(n: int = 512, repeats: int = 32) -> float:

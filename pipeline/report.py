@@ -183,21 +183,30 @@ def _wrap(text: str, width: int) -> str:
 
 
 # -- markdown -------------------------------------------------------------------------------------------------
+def _score_table(evals: dict[str, dict], keys) -> list[str]:
+    """A row per stage: each score with its blind twin in brackets ("-" where a stage lacks it)."""
+    header = [
+        "| stage | " + " | ".join(k.split("/")[-1] for k in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    rows = [f"| {stage} | " + " | ".join(f"{e[k]:.3f} ({e['blind'][k]:.3f})" if k in e else "-" for k in keys) + " |"
+            for stage, e in evals.items()]  # fmt: skip
+    return header + rows
+
+
 def _markdown(run_dir: Path, result: dict, evals: dict[str, dict], phases: dict[str, dict],
               prep_dir: Path | None, figures: dict[str, Path]) -> str:  # fmt: skip
     lines = [f"# Report: {run_dir}", "", f"Final model: `{result['checkpoint']}`. Scores on held-out data, "
              "each next to the same model with its images blanked (the image-blind twin: what it knows without "
-             "looking).", "", "| stage | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]  # fmt: skip
-    for stage, e in evals.items():
-        cells = [f"{e[s]:.3f} ({e['blind'][s]:.3f})" if s in e else "-" for s in SCORES]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+             "looking).", "", *_score_table(evals, SCORES)]  # fmt: skip
     kinds = sorted({k for e in evals.values() for k in e if k.startswith("vqa_acc/")})
     if kinds:
-        lines += ["", "VQA accuracy by answer type (VQAv2's), blind in brackets:", "",
-                  "| stage | " + " | ".join(k.split("/")[1] for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]  # fmt: skip
-        for stage, e in evals.items():
-            cells = [f"{e[k]:.3f} ({e['blind'][k]:.3f})" if k in e else "-" for k in kinds]
-            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "VQA accuracy by answer type (VQAv2's), blind in brackets:",
+            "",
+            *_score_table(evals, kinds),
+        ]
     tasks = sorted({t for e in evals.values() for t in e.get("image_loss", {})})
     lines += ["", "Does it look? The loss of the reference answers (teacher-forced) with each image, with it blanked, "
               "and with another sample's image: a model that uses its images is lowest with its own.", "",

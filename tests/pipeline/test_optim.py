@@ -59,7 +59,9 @@ def test_lr_scale_sets_a_group_apart_on_top_of_layer_decay(model):
     cfg = OptimizerConfig(lr=1e-3, vit_layer_decay=0.5, lr_scale={"vision": 4.0, "adapter": 0.5})
     lrs = {g["name"]: g["lr"] for g in param_groups(model, cfg)}
     blocks = len(model.vision.transformer.resblocks)
-    assert lrs["vision.layer05.no_decay"] == 4e-3 and lrs["vision.layer00"] == 4e-3 * 0.5 ** (blocks + 1)
+    assert lrs[f"vision.layer{blocks + 1:02d}.no_decay"] == 4e-3 and lrs["vision.layer00"] == 4e-3 * 0.5 ** (
+        blocks + 1
+    )
     assert lrs["adapter"] == 5e-4 and lrs["llm"] == 1e-3
 
 
