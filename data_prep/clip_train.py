@@ -84,14 +84,15 @@ def _pair(args: tuple[int, int, int, float]) -> tuple[np.ndarray, str, str, str]
     return image, plan.caption, plan.scene.background, _swapped_caption(plan, random.Random(index))
 
 
-def _swapped_caption(plan, rng: random.Random) -> str:
+def _swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
     """The caption of the same scene with every object's shape (or every colour) replaced: it differs from
-    the true caption only in what binds colours to shapes, which in-batch negatives rarely test."""
+    the true caption only in what binds colours to shapes, which in-batch negatives rarely test.
+    ``kind``: "shape" or "colour"; None draws one of them."""
     from data_prep.synthetic import text as T
     from data_prep.synthetic.scene import COLOURS, LOW_CONTRAST, SHAPES
 
     scene = plan.scene
-    swap_shape = rng.random() < 0.5
+    swap_shape = rng.random() < 0.5 if kind is None else kind == "shape"
     objects = []
     for o in scene.objects:
         if swap_shape:
@@ -293,10 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=TrainConfig.pairs)
     p.add_argument("--zh-rate", type=float, default=TrainConfig.zh_rate)
     p.add_argument("--grouped", type=float, default=TrainConfig.grouped)
+    p.add_argument("--image-size", type=int, default=TrainConfig.image_size)
+    p.add_argument(
+        "--hard-negatives",
+        action="store_true",
+        help="add each image's caption with shapes or colours swapped",
+    )
     p.add_argument("--out", help="folder (default: the cache folder for these settings)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig(steps=args.steps, pairs=args.pairs, zh_rate=args.zh_rate, grouped=args.grouped)
+    cfg = TrainConfig(steps=args.steps, pairs=args.pairs, zh_rate=args.zh_rate, grouped=args.grouped,
+                      image_size=args.image_size, hard_negatives=args.hard_negatives)  # fmt: skip
     out = train(cfg, Path(args.out) if args.out else CACHE / cfg.name())
     print(json.loads((out / "scorer.json").read_text())["calibration"])
     return 0

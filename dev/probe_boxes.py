@@ -1,17 +1,20 @@
 """dev/LOG.md: do box position, shape and colour survive the resampler? Linear probes of an export's image features.
 
-    PYTHONPATH=. python dev/probe_boxes.py [EXPORT] [TRAIN_SHARDS_DIR] [TEST_SHARDS_DIR]
+    PYTHONPATH=. python dev/probe_boxes.py [EXPORT_OR_SCORER_DIR] [TRAIN_SHARDS_DIR] [TEST_SHARDS_DIR]
     # defaults: runs/demo/stage3/final data/synthetic/shards data/heldout/shards
 
 Images with one referring object: ridge regression from (a) the ViT's patch tokens, (b) the resampler's
-outputs (what the LLM sees), each flattened, to the object's box centre (R^2 on the held-out images) and to
+outputs (what the LLM sees), each flattened, and the ViT's pooled embedding and patch mean (position-free), to the object's box centre (R^2 on the held-out images) and to
 its shape and colour as one-hot targets (held-out accuracy of the largest output; chance is about one over
 the classes), with the ridge strength picked on a split of the training images. Also (c) the resampler
 outputs' mean over queries (position-free unless the queries carry it).
 """
 
 import glob
+import json
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -19,7 +22,8 @@ from PIL import Image
 
 from pipeline.data.shard_format import open_image, parse, read_shards
 from pipeline.model.qwenvl import QwenVL
-from pipeline.model.vision import image_transform
+from pipeline.model.vision import build_vision_tower, image_transform
+from pipeline.schema import VisionConfig
 
 
 def samples(folder: str, limit: int):
@@ -40,14 +44,16 @@ def samples(folder: str, limit: int):
 
 @torch.no_grad()
 def features(model: QwenVL, transform, folder: str, limit: int) -> tuple[dict, list[dict]]:
-    feats, targets = {"vit": [], "resampler": [], "resampler_mean": []}, []
+    feats, targets = {"vit": [], "vit_pooled": [], "vit_mean": [], "resampler": [], "resampler_mean": []}, []
     batch, truths = [], []
 
     def flush():
         pixels = torch.stack(batch)
-        _, patches = model.vision(pixels)
+        pooled, patches = model.vision(pixels)
         out = model.adapter(patches)
         feats["vit"].append(patches.flatten(1).numpy())
+        feats["vit_pooled"].append(pooled.flatten(1).numpy())
+        feats["vit_mean"].append(patches.mean(1).numpy())
         feats["resampler"].append(out.flatten(1).numpy())
         feats["resampler_mean"].append(out.mean(1).numpy())
         targets.extend(truths)
@@ -99,11 +105,21 @@ def target(truths: list[dict], name: str, classes: list[str]) -> np.ndarray:
     return np.eye(len(classes))[[classes.index(t[name]) for t in truths]]
 
 
+def load(folder: str):
+    """(model with .vision and .adapter, transform) from an export, or from a CLIP scorer folder (its ViT alone;
+    the "resampler" rows then repeat the ViT's)."""
+    if (Path(folder) / "scorer.json").is_file():
+        info = json.loads((Path(folder) / "scorer.json").read_text())
+        vision = VisionConfig(info["arch"], str(Path(folder) / info["weights"]))
+        tower = build_vision_tower(vision, info["image_size"]).eval()
+        return SimpleNamespace(vision=tower, adapter=lambda x: x), image_transform(vision, info["image_size"])
+    model, _, cfg = QwenVL.from_pretrained(folder)
+    return model.eval(), image_transform(cfg.model.vision, cfg.data.image_size)
+
+
 def main(export="runs/demo/stage3/final", train="data/synthetic/shards", test="data/heldout/shards") -> None:
     torch.set_num_threads(2)
-    model, _, cfg = QwenVL.from_pretrained(export)
-    model.eval()
-    transform = image_transform(cfg.model.vision, cfg.data.image_size)
+    model, transform = load(export)
     train_x, train_y = features(model, transform, train, 2000)
     test_x, test_y = features(model, transform, test, 1000)
     print(f"{len(train_y)} training images, {len(test_y)} held-out, one referring object each")
