@@ -4,10 +4,11 @@
     # defaults: runs/demo/stage3/final data/synthetic/shards data/heldout/shards
 
 Images with one referring object: ridge regression from (a) the ViT's patch tokens, (b) the resampler's
-outputs (what the LLM sees), each flattened, and the ViT's pooled embedding and patch mean (position-free), to the object's box centre (R^2 on the held-out images) and to
-its shape and colour as one-hot targets (held-out accuracy of the largest output; chance is about one over
-the classes), with the ridge strength picked on a split of the training images. Also (c) the resampler
-outputs' mean over queries (position-free unless the queries carry it).
+outputs (what the LLM sees), each flattened, (c) the ViT's pooled embedding and patch mean (position-free),
+to the object's box centre (R^2 on the held-out images) and to its shape and colour as one-hot targets
+(held-out accuracy of the largest output; chance is about one over the classes), with the ridge strength
+picked on a split of the training images. Also (d) the resampler outputs' mean over queries (position-free
+unless the queries carry it).
 """
 
 import glob
@@ -43,7 +44,7 @@ def samples(folder: str, limit: int):
 
 
 @torch.no_grad()
-def features(model: QwenVL, transform, folder: str, limit: int) -> tuple[dict, list[dict]]:
+def features(model, transform, folder: str, limit: int) -> tuple[dict, list[dict]]:
     feats, targets = {"vit": [], "vit_pooled": [], "vit_mean": [], "resampler": [], "resampler_mean": []}, []
     batch, truths = [], []
 

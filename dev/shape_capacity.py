@@ -10,14 +10,13 @@ scorer; chance says the tower cannot see them at this size.
 
 import argparse
 import time
-from multiprocessing import Pool
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 
-from data_prep.clip_train import _normalise, noise_world
+from data_prep.clip_train import _normalise, _parallel, noise_world
 from data_prep.synthetic.render import render
 from data_prep.synthetic.scene import SHAPES
 from data_prep.synthetic.world import plan_sample
@@ -37,8 +36,7 @@ def _row(args):
 
 
 def rows(split: str, seed: int, count: int, size: int):
-    with Pool(2) as pool:
-        out = pool.map(_row, [(split, seed, i, size) for i in range(count)], chunksize=64)
+    out = _parallel(_row, [(split, seed, i, size) for i in range(count)])
     images = torch.from_numpy(np.stack([r[0] for r in out])).permute(0, 3, 1, 2).contiguous()
     return images, torch.from_numpy(np.stack([r[1] for r in out])), np.array([r[2] for r in out])
 
