@@ -32,7 +32,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 tokenizer: setup  ## build (or reuse) the offline tokenizer under .cache/tokenizer, from the world's corpus
 	$(PY) -m data_prep.synthetic.corpus --out .cache/corpus.jsonl
-	$(PY) -m pipeline.tokenizer --corpus .cache/corpus.jsonl --out .cache/tokenizer
+	$(PY) -m launch.tokenizer --corpus .cache/corpus.jsonl --out .cache/tokenizer
 
 test: setup tokenizer  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from data_prep.synthetic.shards import world_samples, write_shards
-from pipeline import engine as ds
+from pipeline.backends import backend_class
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.schema import StageConfig
 from stages.train import Trainer
@@ -71,7 +71,7 @@ def _config(stage: str, shards: str, out: Path, *overrides: str) -> StageConfig:
 
 
 def _measure(stage: str, shards: str, out: Path, *overrides: str, split: bool = True) -> dict:
-    trainer = Trainer(_config(stage, shards, out, *overrides), ds.init_distributed())
+    trainer = Trainer(_config(stage, shards, out, *overrides), backend_class().init_distributed())
     batches = iter(trainer.loader)
     rows = [trainer.train_step(batches)[0] for _ in range(STEPS)][WARMUP:]
     step_s = statistics.median(r["step_s"] for r in rows)
@@ -100,8 +100,8 @@ def _measure(stage: str, shards: str, out: Path, *overrides: str, split: bool = 
 
 def _split(trainer: Trainer, batch: dict) -> dict[str, float]:
     """Forward + backward of each part alone on ``batch``, as the step runs it (its dtype, its freezing)."""
-    model, device = trainer.engine.module, trainer.dist.device
-    inputs = trainer._to_device(batch)
+    model, device = trainer.backend.model, trainer.dist.device
+    inputs = trainer.to_device(batch)
     vision_trains = any(p.requires_grad for p in model.vision.parameters())
     pixels = model.vision_input(inputs["pixel_values"])
     with torch.no_grad():

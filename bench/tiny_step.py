@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter, Record
 from pipeline.data.loader import collate
-from pipeline.flops import measured_matmul_flops
+from pipeline.metrics.flops import measured_matmul_flops
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import ModelConfig
 

@@ -32,13 +32,15 @@ from pathlib import Path
 import torch
 
 from data_prep.synthetic.shards import world_samples, write_shards
-from pipeline import engine as ds
+from pipeline.backends import backend_class
 from pipeline.config import CONFIG_ROOT, load_config
-from pipeline.flops import torch_threads
+from pipeline.distributed import gather_objects, shutdown
+from pipeline.metrics.flops import torch_threads
 from pipeline.model.qwenvl import QwenVL
 from pipeline.optim import freeze
 from pipeline.schema import StageConfig
-from stages.train import Trainer, _tokenizer
+from pipeline.tokens import load_tokenizer
+from stages.train import Trainer
 
 STEPS, WARMUP = 14, 4  # optimizer steps of the stage run; the first WARMUP are not timed
 REPO = Path(__file__).resolve().parent.parent
@@ -50,10 +52,10 @@ def stage_config(stage: str, shards: str, out: Path, *overrides: str) -> StageCo
                        [f"data.shards={shards}", f"run.output_dir={out}", *RUN, *overrides])  # fmt: skip
 
 
-def _bare_loop(cfg: StageConfig) -> Callable[[list[dict]], None]:
+def bare_loop(cfg: StageConfig) -> Callable[[list[dict]], None]:
     """A step of the same model and freezing over given micro-batches: plain forward + backward + AdamW."""
     torch.manual_seed(cfg.run.seed)
-    model = QwenVL.from_config(cfg.model, cfg.data.image_size, _tokenizer(cfg.model.tokenizer))
+    model = QwenVL.from_config(cfg.model, cfg.data.image_size, load_tokenizer(cfg.model.tokenizer))
     freeze(model, cfg.train.trainable)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
@@ -72,7 +74,7 @@ def _timed_pair(cfg: StageConfig, interleaved: bool) -> tuple[float, float, floa
     replays the micro-batches each of its steps used. Interleaved, a bare step follows every trainer step,
     so drift in the machine's speed hits both alike; not, when a loader worker shares the compute cores and
     would decode for the trainer during bare steps."""
-    trainer = Trainer(cfg, ds.init_distributed())  # a process group of one (DeepSpeed keeps it)
+    trainer = Trainer(cfg, backend_class().init_distributed())  # a process group of one, kept
     used: list[dict] = []
 
     def recorded():
@@ -80,7 +82,7 @@ def _timed_pair(cfg: StageConfig, interleaved: bool) -> tuple[float, float, floa
             used.append({k: v for k, v in batch.items() if torch.is_tensor(v)})
             yield batch
 
-    batches, bare, n = recorded(), _bare_loop(cfg), trainer.accumulation
+    batches, bare, n = recorded(), bare_loop(cfg), trainer.accumulation
     ours: list[float] = []
     theirs: list[float] = []
     rows: list[dict] = []
@@ -108,11 +110,9 @@ def _timed_pair(cfg: StageConfig, interleaved: bool) -> tuple[float, float, floa
 def _zero3_bytes(ranks: int, shards: str, out: Path) -> int:
     """The largest per-rank parameter + optimizer bytes of a ZeRO-3 stage-2 engine on ``ranks`` ranks."""
     result = out / f"bytes-{ranks}.json"
-    drop = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks), "--master_port",
-           str(ds.free_port()), "--module", "bench.train", str(result), shards, str(out / f"zero3-{ranks}")]  # fmt: skip
+    cmd, env = backend_class().launcher_command(
+        "bench.train", [str(result), shards, str(out / f"zero3-{ranks}")], ranks, module=True
+    )
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
@@ -123,13 +123,13 @@ def _rank_main(result: str, shards: str, out: str) -> None:
     """One rank of _zero3_bytes: one step of stage 2 under ZeRO-3, then what this rank holds."""
     cfg = stage_config("stage2", shards, Path(out), "deepspeed.zero_stage=3", "logging.wandb=disabled",
                        "train.max_steps=1", "data.num_workers=0")  # fmt: skip
-    dist = ds.init_distributed()
+    dist = backend_class().init_distributed()
     trainer = Trainer(cfg, dist)
     trainer.train()  # one step: the optimizer's moments exist from then on
-    held = ds.gather_objects(ds.state_bytes(trainer.engine))
+    held = gather_objects(trainer.backend.state_bytes())
     if dist.main:
         Path(result).write_text(json.dumps(held))
-    ds.shutdown()
+    shutdown()
 
 
 def run() -> dict:

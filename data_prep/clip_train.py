@@ -81,10 +81,10 @@ def _pair(args: tuple[int, int, int, float]) -> tuple[np.ndarray, str, str, str]
     index, seed, size, zh_rate = args
     plan = plan_sample(noise_world(index + 1, 0.0, seed, "train", zh_rate), index)
     image = np.asarray(render(plan.scene).resize((size, size), 3))
-    return image, plan.caption, plan.scene.background, _swapped_caption(plan, random.Random(index))
+    return image, plan.caption, plan.scene.background, swapped_caption(plan, random.Random(index))
 
 
-def _swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
+def swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
     """The caption of the same scene with every object's shape (or every colour) replaced: it differs from
     the true caption only in what binds colours to shapes, which in-batch negatives rarely test.
     ``kind``: "shape" or "colour"; None draws one of them."""
@@ -107,10 +107,10 @@ def _swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
 
 
 def _pairs(count: int, seed: int, size: int, zh_rate: float) -> list:
-    return _parallel(_pair, [(i, seed, size, zh_rate) for i in range(count)])
+    return parallel(_pair, [(i, seed, size, zh_rate) for i in range(count)])
 
 
-def _parallel(fn, items: list) -> list:
+def parallel(fn, items: list) -> list:
     """``fn`` over ``items`` in 2 processes. The pool is closed and joined, not terminated: a SIGTERM makes
     the signal handlers that Ray leaves in forked workers print a crash report into the prep's log."""
     pool = Pool(min(2, os.cpu_count() or 1))
@@ -171,7 +171,7 @@ def _train(cfg: TrainConfig, out: Path) -> Path:
             )
         pool = groups[rng.choice(sorted(groups))] if rng.random() < cfg.grouped else range(len(rows))
         idx = rng.sample(pool, min(cfg.batch_size, len(pool)))
-        pixels = _normalise(images[idx])
+        pixels = normalise(images[idx])
         image_features = model.encode_image(pixels, normalize=True)
         if cfg.hard_negatives:  # image -> text over the batch's captions and their swapped versions
             text_features = encode_text(model, torch.cat([texts[idx], swapped[idx]]))
@@ -208,7 +208,7 @@ def _train(cfg: TrainConfig, out: Path) -> Path:
     return out
 
 
-def _normalise(images):
+def normalise(images):
     """uint8 NCHW images -> the float pixels open_clip's towers expect."""
     import open_clip
     import torch
@@ -243,7 +243,7 @@ def _scored_pair(world: WorldConfig, index: int) -> tuple[bytes, str]:
 
 def scored_pairs(world: WorldConfig) -> tuple[list[bytes], list[str]]:
     """Every pair of ``world`` as image bytes and captions (``_scored_pair``)."""
-    pairs = _parallel(partial(_scored_pair, world), list(range(world.num_samples)))
+    pairs = parallel(partial(_scored_pair, world), list(range(world.num_samples)))
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -27,7 +27,7 @@ from data_prep.chain import CATCHES, enabled_steps, filter_part
 from data_prep.config import PrepConfig
 from data_prep.dedup import find_duplicates
 from data_prep.score import ClipStage, clip_threads
-from data_prep.sources import SOURCES, plan_parts
+from data_prep.sources import plan_parts, source_of
 from data_prep.stats import InvariantError, balance, funnel, merge, quality
 from data_prep.write import write_json, write_part
 from pipeline.config import ConfigError, save_config
@@ -71,7 +71,7 @@ def preflight(cfg: PrepConfig) -> None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"key 'output_dir': cannot write into {out}: {e}") from None
-    SOURCES[cfg.source].check(cfg)
+    source_of(cfg).check(cfg)
     clip = cfg.filters.clip
     if clip.enabled and clip.pretrained != "synthetic":  # the synthetic scorer is trained when missing
         from data_prep.clip_score import ClipScorer

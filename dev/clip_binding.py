@@ -13,7 +13,7 @@ import random
 import numpy as np
 
 from data_prep.clip_score import ClipScorer
-from data_prep.clip_train import _swapped_caption, noise_world, scored_pairs
+from data_prep.clip_train import swapped_caption, noise_world, scored_pairs
 from data_prep.config import ClipFilter
 from data_prep.synthetic.world import plan_sample
 from pipeline.config import register_open_clip_configs
@@ -29,7 +29,7 @@ def main() -> None:
     images, captions = scored_pairs(world)
     plans = [plan_sample(world, i) for i in range(args.pairs)]
     swapped = {
-        k: [_swapped_caption(pl, random.Random(i), k) for i, pl in enumerate(plans)]
+        k: [swapped_caption(pl, random.Random(i), k) for i, pl in enumerate(plans)]
         for k in ("shape", "colour")
     }
     for folder in args.scorers:

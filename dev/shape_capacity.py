@@ -16,7 +16,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from data_prep.clip_train import _normalise, _parallel, noise_world
+from data_prep.clip_train import normalise, parallel, noise_world
 from data_prep.synthetic.render import render
 from data_prep.synthetic.scene import SHAPES
 from data_prep.synthetic.world import plan_sample
@@ -36,7 +36,7 @@ def _row(args):
 
 
 def rows(split: str, seed: int, count: int, size: int):
-    out = _parallel(_row, [(split, seed, i, size) for i in range(count)])
+    out = parallel(_row, [(split, seed, i, size) for i in range(count)])
     images = torch.from_numpy(np.stack([r[0] for r in out])).permute(0, 3, 1, 2).contiguous()
     return images, torch.from_numpy(np.stack([r[1] for r in out])), np.array([r[2] for r in out])
 
@@ -60,7 +60,7 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(args.steps):
         idx = torch.randint(len(x), (128,))
-        loss = F.binary_cross_entropy_with_logits(head(tower(_normalise(x[idx]))), y[idx])
+        loss = F.binary_cross_entropy_with_logits(head(tower(normalise(x[idx]))), y[idx])
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -68,7 +68,7 @@ def main() -> None:
             print(f"step {step + 1} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
     tower.eval()
     with torch.no_grad():
-        logits = torch.cat([head(tower(_normalise(tx[i : i + 256]))) for i in range(0, len(tx), 256)])
+        logits = torch.cat([head(tower(normalise(tx[i : i + 256]))) for i in range(0, len(tx), 256)])
     single = tn == 1
     accuracy = (logits[single].argmax(1) == ty[single].argmax(1)).float().mean().item()
     presence = ((logits > 0).float() == ty).float().mean().item()

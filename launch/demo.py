@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -110,23 +109,12 @@ def _scorer_weights(cfg: DemoConfig) -> Path:
 
 
 def stage_command(cfg: DemoConfig, stage: str, extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The `deepspeed` launcher command a user would type for one stage of the chain, and its environment."""
-    from pipeline.engine import free_port
+    """The launcher command a user would type for one stage of the chain (``deepspeed --num_gpus N``), and
+    its environment."""
+    from pipeline.backends import backend_class
 
-    env = dict(os.environ)
-    if not _has_cuda():
-        env["DS_ACCELERATOR"] = "cpu"
-    launcher = [sys.executable, "-m", "deepspeed.launcher.runner"]  # what the `deepspeed` command runs
-    command = [*launcher, "--num_gpus", str(cfg.ranks), "--master_port", str(free_port()),
-               str(Path(__file__).with_name(f"{stage}.py")), f"run.name={cfg.name}",
-               f"run.output_dir={cfg.output_dir}", *extra, *cfg.stages[stage]]  # fmt: skip
-    return command, env
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    args = [f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *extra, *cfg.stages[stage]]
+    return backend_class().launcher_command(str(Path(__file__).with_name(f"{stage}.py")), args, cfg.ranks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +171,7 @@ def run(cfg: DemoConfig) -> dict:
         phases(stage, lambda f=final: (f / "eval.json").is_file(),
                lambda c=command, e=env: subprocess.run(c, check=True, env=e))  # fmt: skip
 
-    from pipeline.report import write_report
+    from launch.report import write_report
 
     phases("report", lambda: False,
            lambda: write_report(out, chain, phases.times, Path(cfg.data), heldout, cfg.report_images))  # fmt: skip

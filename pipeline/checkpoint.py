@@ -2,14 +2,15 @@
 
 Layout under ``{run.output_dir}/{run.name}/{stage}/checkpoints/``::
 
-    step-00001000/        DeepSpeed's sharded model and optimizer state (with the LR scheduler),
+    step-00001000/        the backend's model, optimizer and LR schedule state (DeepSpeed: sharded),
                           rank-00000.json ...  every rank's loader position and RNG states,
                           trainer.json         step, world size, wandb run id (written last: the folder is complete)
     latest                the name of the newest complete checkpoint
 
 A checkpoint is written as ``step-N.tmp`` and renamed when every rank has finished; ``latest`` is replaced
 after that, atomically. A crash at any point leaves the previous complete checkpoint as ``latest``. Per-rank
-state is JSON, one file per rank, because DeepSpeed's ``client_state`` is written by rank 0 alone.
+state is JSON, one file per rank, because a backend's own client state may be written by rank 0 alone.
+This module is the folder protocol only; what goes into the folder is the backend's (``pipeline.backends``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import engine as ds
+from pipeline.backends import Backend
+from pipeline.distributed import barrier
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
@@ -92,7 +94,7 @@ def _write_json(path: Path, data: Any) -> None:
     _write_text(path, json.dumps(data))
 
 
-def save(engine, root: Path, step: int, rank_state: dict, trainer_state: dict, keep_last: int) -> Path:
+def save(backend: Backend, root: Path, step: int, rank_state: dict, trainer_state: dict, keep_last: int) -> Path:
     """Every rank calls this. Returns the complete checkpoint's folder."""
     rank = torch.distributed.get_rank()
     final = root / step_name(step)
@@ -101,10 +103,10 @@ def save(engine, root: Path, step: int, rank_state: dict, trainer_state: dict, k
         root.mkdir(parents=True, exist_ok=True)
         for partial in root.glob("*.tmp"):  # left by a crash mid-save
             shutil.rmtree(partial, ignore_errors=True)
-    ds.barrier()
-    engine.save_checkpoint(str(root), tag=tmp.name, save_latest=False)
+    barrier()
+    backend.save(tmp)
     _write_json(tmp / f"rank-{rank:05d}.json", rank_state)
-    ds.barrier()
+    barrier()
     if rank == 0:
         _write_json(tmp / TRAINER, {**trainer_state, "step": step})
         if final.exists():  # a checkpoint of this step from before a crash, never named latest
@@ -113,12 +115,12 @@ def save(engine, root: Path, step: int, rank_state: dict, trainer_state: dict, k
         _write_text(root / LATEST, final.name)
         for old in complete_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-    ds.barrier()
+    barrier()
     return final
 
 
-def load(engine, folder: Path) -> tuple[dict, dict]:
-    """Restore model, optimizer and LR schedule into ``engine``; returns (trainer state, this rank's state)."""
+def load(backend: Backend, folder: Path) -> tuple[dict, dict]:
+    """Restore model, optimizer and LR schedule into ``backend``; returns (trainer state, this rank's state)."""
     if not is_complete(folder):
         raise ValueError(f"{folder}: not a complete checkpoint (no {TRAINER}); name a step-N folder")
     trainer = json.loads((folder / TRAINER).read_text())
@@ -129,13 +131,6 @@ def load(engine, folder: Path) -> tuple[dict, dict]:
             "is per rank, so resume with the same number of ranks (or set train.resume=never and "
             "train.init_from to a final/ export)"
         )
-    try:
-        path, _ = engine.load_checkpoint(
-            str(folder.parent), tag=folder.name, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
-    except RuntimeError as e:  # shape or key mismatches
-        raise ValueError(f"{folder}: checkpoint does not fit the model: {e}") from None
-    if path is None:
-        raise ValueError(f"{folder}: DeepSpeed could not load this checkpoint")
+    backend.load(folder)
     rank = torch.distributed.get_rank()
     return trainer, json.loads((folder / f"rank-{rank:05d}.json").read_text())

@@ -1,7 +1,7 @@
 """Held-out evaluation as Qwen-VL's eval_mm/ does it, each score next to the image-blind twin (the same model
 and prompts with every image blanked to the mean colour): what the model learned from the pixels.
 
-    python -m pipeline.eval --checkpoint runs/default/stage2/final --shards 'data/heldout/shards/{000000..000001}.tar'
+    python -m launch.eval --checkpoint runs/default/stage2/final --shards 'data/heldout/shards/{000000..000001}.tar'
 
 Prompts are the training formats' (VQA ``{question} Answer:``, grounding ``<ref>{expression}</ref>`` then the
 box, OCR ``OCR with grounding:``, ChatML up to the last assistant turn); one item per sample and task, its
@@ -10,9 +10,7 @@ question drawn with a fixed seed. Answers are batched greedy generations with th
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.data.formats import Example, Formatter, available_tasks, task_rng
 from pipeline.data.loader import collate, decode_image, read_record
-from pipeline.data.shard_format import Skip, expand_urls, read_shards
+from pipeline.data.shard_format import Skip, read_shards
 from pipeline.eval_metrics import (
     REF,
     by_answer_type,
@@ -32,7 +30,8 @@ from pipeline.eval_metrics import (
     ocr_accuracy,
     parse_box,
 )
-from pipeline.generate import answer_texts, end_ids, greedy_batch, load_export, prompt_length
+from pipeline.export import load_export
+from pipeline.generate import answer_texts, end_ids, greedy_batch, prompt_length
 from pipeline.tokens import IGNORE
 
 # task -> the key of its score in eval.json
@@ -53,6 +52,7 @@ class Item:
     image: torch.Tensor | None  # normalised pixels, or None for a text-only sample
     truth: str  # the reference answer, as the formats write it
     answer: list[int] = field(default_factory=list)  # its token ids, end token included (teacher forcing)
+    question_type: str | None = None  # VQA: the question's type (the sample's, or its first two words)
 
 
 def eval_items(urls: list[str], formatter: Formatter, transform: Callable, tasks: tuple[str, ...],
@@ -76,12 +76,38 @@ def eval_items(urls: list[str], formatter: Formatter, transform: Callable, tasks
                 continue
             cut = prompt_length(example.labels)
             truth = decode(_until_end(example.input_ids[cut:], formatter), skip_special_tokens=False)
+            kind = question_type(record, decode(example.input_ids[:cut])) if task == "vqa" else None
             items.append(Item(record.key, task, example.input_ids[:cut], image if example.has_image else None,
-                              truth.strip(), example.input_ids[cut:]))  # fmt: skip
+                              truth.strip(), example.input_ids[cut:], kind))  # fmt: skip
             counts[task] += 1
         if all(n >= limit for n in counts.values()):
             break
     return items
+
+
+def question_type(record, prompt: str) -> str | None:
+    """The type of the VQA question in ``prompt``: the sample's own (``type``, or VQAv2's ``question_type``),
+    else the question's first two words, lower-cased ("how many", "what colour")."""
+    for qa in record.meta["tasks"]["vqa"]:
+        if qa["question"] in prompt:
+            return qa.get("type") or qa.get("question_type") or " ".join(qa["question"].lower().split()[:2])
+    return None
+
+
+def by_question_type(items: list[Item], seeing: list[str], blind: list[str]) -> dict[str, dict]:
+    """VQA accuracy per question type, with the image-blind twin and the item count: which kinds of question
+    the model answers from the image."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.task == "vqa":
+            groups.setdefault(item.question_type or "unknown", []).append(i)
+    out = {}
+    for kind, idx in sorted(groups.items()):
+        truths = [items[i].truth for i in idx]
+        out[kind] = {"samples": len(idx),
+                     "vqa_acc": round(exact_match_accuracy([seeing[i].strip() for i in idx], truths), 4),
+                     "blind": round(exact_match_accuracy([blind[i].strip() for i in idx], truths), 4)}  # fmt: skip
+    return out
 
 
 def _until_end(ids: list[int], formatter: Formatter) -> list[int]:
@@ -170,8 +196,9 @@ def scores(items: list[Item], predicted: list[str]) -> dict[str, float]:
 
 def evaluate(model, tokenizer, formatter: Formatter, transform: Callable, urls: list[str],
              tasks: tuple[str, ...] = tuple(METRICS), limit: int = 200, batch_size: int = 16,
-             max_new_tokens: int = 64) -> dict:  # fmt: skip
-    """Every task's score with the images and blind, and the number of samples behind each."""
+             max_new_tokens: int = 64, question_types: bool = False) -> dict:  # fmt: skip
+    """Every task's score with the images and blind, and the number of samples behind each; with
+    ``question_types``, VQA accuracy per question type too (``vqa_by_question_type``)."""
     model.eval()
     items = eval_items(urls, formatter, transform, tasks, limit)
     seeing = answers(model, tokenizer, items, False, batch_size, max_new_tokens)
@@ -182,40 +209,19 @@ def evaluate(model, tokenizer, formatter: Formatter, transform: Callable, urls: 
     losses = image_use(model, items, tokenizer.pad_token_id, batch_size)
     examples = [{"key": it.key, "task": it.task, "truth": it.truth, "generated": g, "blind": b}
                 for it, g, b in list(zip(items, seeing, blind, strict=True))[:: max(1, len(items) // 20)]]  # fmt: skip
-    return {**scores(items, seeing), "blind": scores(items, blind), "samples": counts, "image_loss": losses,
-            "examples": examples}  # fmt: skip
+    result = {**scores(items, seeing), "blind": scores(items, blind), "samples": counts, "image_loss": losses,
+              "examples": examples}  # fmt: skip
+    if question_types:
+        result["vqa_by_question_type"] = by_question_type(items, seeing, blind)
+    return result
 
 
 def evaluate_export(folder: str | Path, urls: list[str], tasks: tuple[str, ...] = tuple(METRICS), limit: int = 200,
                     batch_size: int = 16, max_new_tokens: int = 64, device=None,
-                    out: str | Path | None = None) -> dict:  # fmt: skip
+                    out: str | Path | None = None, question_types: bool = False) -> dict:  # fmt: skip
     """``evaluate`` on a final/ export, also written to ``out`` (default ``folder/eval.json``)."""
     model, tokenizer, formatter, transform = load_export(folder, device)
-    result = evaluate(model, tokenizer, formatter, transform, urls, tasks, limit, batch_size, max_new_tokens)
+    result = evaluate(model, tokenizer, formatter, transform, urls, tasks, limit, batch_size, max_new_tokens,
+                      question_types)
     Path(out or Path(folder) / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a final/ export (QwenVL.from_pretrained)")
-    p.add_argument("--shards", required=True, help="held-out shards, brace-expanded")
-    p.add_argument("--tasks", default=",".join(METRICS), help=f"comma-separated, of {','.join(METRICS)}")
-    p.add_argument("--limit", type=int, default=200, help="items per task")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--out", help="eval.json path (default: <checkpoint>/eval.json)")
-    args = p.parse_args(argv)
-    tasks = tuple(t for t in args.tasks.split(",") if t)
-    if unknown := set(tasks) - set(METRICS):
-        p.error(f"--tasks: unknown {sorted(unknown)}; known: {', '.join(METRICS)}")
-    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
-    result = evaluate_export(args.checkpoint, expand_urls(args.shards, key="--shards"), tasks, args.limit,
-                             args.batch_size, args.max_new_tokens, out=out)  # fmt: skip
-    print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
-    print(f"written: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

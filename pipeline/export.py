@@ -1,27 +1,42 @@
-"""A ``final/`` export as a folder to share, laid out as on the Hugging Face hub.
+"""Exports: a ``final/`` folder loaded ready to answer (``load_export``), and written as a folder to share,
+laid out as on the Hugging Face hub (``export_hf``; the command is ``python -m launch.export``).
 
-    python -m pipeline.export --checkpoint runs/demo/stage3/final --out runs/demo/hf
-
-It holds ``model.safetensors``, the tokenizer files, ``config.yaml`` (what ``QwenVL.from_pretrained`` reads),
+The shared folder holds ``model.safetensors``, the tokenizer files, ``config.yaml`` (what ``QwenVL.from_pretrained`` reads),
 ``config.json`` (the architecture, for people and hub tools) and ``README.md``, a model card with the held-out
 scores when the export was evaluated (``eval.json``). ``QwenVL.from_pretrained(out)`` loads it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from pipeline.config import load_config
-from pipeline.model.qwenvl import EXPORT_CONFIG, WEIGHTS
+from pipeline.data.formats import Formatter
+from pipeline.model.qwenvl import EXPORT_CONFIG, WEIGHTS, QwenVL
+from pipeline.model.vision import image_transform
 from pipeline.schema import StageConfig
 
 SCORE_NAMES = {"cider": "caption CIDEr", "vqa_acc": "VQA accuracy", "grounding_acc": "grounding acc. (IoU >= 0.5)",
                "ocr_acc": "OCR word accuracy", "chat_acc": "dialogue answer accuracy"}  # fmt: skip
+
+
+def load_export(folder: str | Path, device: str | torch.device | None = None):
+    """A final/ export ready to answer: (model in eval mode on ``device``, tokenizer, its Formatter, its image
+    transform); the device defaults to CUDA when there is one."""
+    model, tokenizer, cfg = QwenVL.from_pretrained(folder)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    formatter = Formatter(tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
+    return (
+        model.to(device).eval(),
+        tokenizer,
+        formatter,
+        image_transform(cfg.model.vision, cfg.data.image_size),
+    )
 
 
 def export_hf(final: str | Path, out: str | Path) -> Path:
@@ -63,7 +78,7 @@ def model_card(cfg: StageConfig, scores: dict | None) -> str:
              f"qwenvl-pipeline up to {cfg.run.stage} (groups trained there: {', '.join(cfg.train.trainable)}; "
              f"{cfg.train.max_steps} steps; data: `{cfg.data.shards}`).", "",
              "```python", "from pipeline.model.qwenvl import QwenVL", "model, tokenizer, cfg = QwenVL.from_pretrained(\"<this folder>\")",
-             "```", "", "Or: `python -m pipeline.generate --checkpoint <this folder> --image IMG --prompt TEXT`."]  # fmt: skip
+             "```", "", "Or: `python -m launch.generate --checkpoint <this folder> --image IMG --prompt TEXT`."]  # fmt: skip
     if scores:
         lines += ["", "## Held-out scores", "", "Each with the images blanked in brackets (the image-blind twin).", "",
                   "| score | value | images blanked | samples |", "|---|---|---|---|"]  # fmt: skip
@@ -72,16 +87,3 @@ def model_card(cfg: StageConfig, scores: dict | None) -> str:
                 lines.append(f"| {name} | {scores[key]:.3f} | {scores['blind'][key]:.3f} | "
                              f"{scores.get('samples', {}).get(key, '?')} |")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a final/ export")
-    p.add_argument("--out", required=True, help="the folder to write (replaced)")
-    args = p.parse_args(argv)
-    print(f"exported: {export_hf(args.checkpoint, args.out)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

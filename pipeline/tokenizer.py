@@ -3,7 +3,7 @@ world's English and Chinese, written by ``python -m data_prep.synthetic.corpus``
 reserved special tokens as single ids and Qwen2's ChatML chat template, saved as a transformers tokenizer.
 
     python -m data_prep.synthetic.corpus --out .cache/corpus.jsonl
-    python -m pipeline.tokenizer --corpus .cache/corpus.jsonl --out .cache/tokenizer      (make tokenizer)
+    python -m launch.tokenizer --corpus .cache/corpus.jsonl --out .cache/tokenizer      (make tokenizer)
 
 The formats' fixed prompts are added to every corpus so that they become whole words. A rebuild happens only
 when the corpus, the vocabulary size or the builder changes (a fingerprint is stored next to the files).
@@ -11,10 +11,8 @@ when the corpus, the vocabulary size or the builder changes (a fingerprint is st
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from pipeline.data.formats import fixed_prompts
@@ -100,24 +98,3 @@ def ensure_tokenizer(out: str | Path, corpus: list[str], vocab_size: int = MAX_V
             json.dumps({"fingerprint": fp, "vocab_size": len(tokenizer), "corpus_texts": len(texts)})
         )
     return out, True
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.tokenizer", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--corpus", required=True, help="JSONL file of texts (python -m data_prep.synthetic.corpus)"
-    )
-    p.add_argument("--out", default=".cache/tokenizer", help="output folder (default .cache/tokenizer)")
-    p.add_argument(
-        "--vocab-size", type=int, default=MAX_VOCAB, help="largest BPE vocabulary, special tokens included"
-    )
-    p.add_argument("--force", action="store_true", help="rebuild even if the cached build matches")
-    args = p.parse_args(argv)
-    path, built = ensure_tokenizer(args.out, read_corpus(args.corpus), args.vocab_size, args.force)
-    info = json.loads((path / BUILD_INFO).read_text())
-    print(f"tokenizer {'built' if built else 'up to date'}: {path} ({info['vocab_size']} tokens)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -88,3 +88,15 @@ def special_ids(tokenizer) -> SpecialIds:
         image_pad=get(IMAGE_PAD),
         pad=tokenizer.pad_token_id,
     )
+
+
+def load_tokenizer(name: str):
+    """A Hugging Face tokenizer by hub name or folder; a missing one is an error naming ``model.tokenizer``."""
+    from transformers import AutoTokenizer
+
+    from pipeline.config import ConfigError
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise ConfigError(f"key 'model.tokenizer': cannot load {name!r} (run `make tokenizer`?): {e}") from None

@@ -9,19 +9,19 @@ becomes one output shard. A source is a module with three functions:
                                                      downloads) and split it into part specs {"part": i, ...}
     read(cfg, spec) -> Iterator[Sample | ReadError]  the part's input items in a fixed order, each exactly once
 
-Adding a source: a module here with those functions, and its name in ``SOURCES``.
+Each source checks its own keys of the prep config (``check``); the registry imports the sources, never the
+reverse. Adding a source: a module here with those functions, and its name in ``SOURCES``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from data_prep.config import PrepConfig
 from data_prep.sample import ReadError, Sample
 from data_prep.sources import folder, laion, llava, synthetic, wds
-
-if TYPE_CHECKING:
-    from data_prep.config import PrepConfig
+from pipeline.config import ConfigError
 
 
 class Source(Protocol):
@@ -36,9 +36,15 @@ SOURCES: dict[str, Source] = {"synthetic": synthetic, "folder": folder, "wds": w
                               "llava": llava}  # fmt: skip
 
 
+def source_of(cfg: PrepConfig) -> Source:
+    if cfg.source not in SOURCES:
+        raise ConfigError(f"key 'source': {cfg.source!r} is not one of {tuple(SOURCES)}")
+    return SOURCES[cfg.source]
+
+
 def plan_parts(cfg: PrepConfig) -> list[dict]:
-    return SOURCES[cfg.source].plan(cfg)
+    return source_of(cfg).plan(cfg)
 
 
 def read_part(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
-    return SOURCES[cfg.source].read(cfg, spec)
+    return source_of(cfg).read(cfg, spec)

@@ -7,19 +7,16 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from data_prep.config import PrepConfig, require
 from data_prep.sample import ReadError, Sample, labelled, sample_key, text_only
 from pipeline.config import ConfigError
-
-if TYPE_CHECKING:
-    from data_prep.config import PrepConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def check(cfg: PrepConfig) -> None:
-    if not Path(cfg.input).is_dir():
+    if not Path(require(cfg, "input")).is_dir():
         raise ConfigError(f"key 'input': folder {cfg.input} not found")
 
 

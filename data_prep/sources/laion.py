@@ -13,21 +13,19 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
+from data_prep.config import PrepConfig, require
 from data_prep.sample import ReadError, Sample, sample_key
 from pipeline.config import ConfigError
 from pipeline.data.shard_format import read_shard
-
-if TYPE_CHECKING:
-    from data_prep.config import PrepConfig
 
 log = logging.getLogger("data_prep")
 
 
 def check(cfg: PrepConfig) -> None:
+    require(cfg, "input")
     input_rows(cfg)
 
 

@@ -9,18 +9,16 @@ import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from data_prep.config import PrepConfig, require
 from data_prep.sample import ReadError, Sample, sample_key, text_only
 from pipeline.config import ConfigError
 
-if TYPE_CHECKING:
-    from data_prep.config import PrepConfig
-
 
 def check(cfg: PrepConfig) -> None:
-    _entries(str(Path(cfg.input).resolve()))
-    if not Path(cfg.image_root).is_dir():
+    image_root = require(cfg, "image_root")
+    _entries(str(Path(require(cfg, "input")).resolve()))
+    if not Path(image_root).is_dir():
         raise ConfigError(f"key 'image_root': folder {cfg.image_root} not found")
 
 

@@ -7,19 +7,18 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from data_prep.config import PrepConfig
 from data_prep.sample import ReadError, Sample
 from data_prep.sources.folder import folder_parts, read_folder
 from pipeline.config import ConfigError
-
-if TYPE_CHECKING:
-    from data_prep.config import PrepConfig
 
 log = logging.getLogger("data_prep")
 
 
 def check(cfg: PrepConfig) -> None:
+    if cfg.split not in ("train", "heldout"):
+        raise ConfigError(f"key 'split': {cfg.split!r} is not one of ('train', 'heldout')")
     world = _raw(cfg) / "world.json"
     if world.is_file():
         done = json.loads(world.read_text())["config"]

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+from data_prep.config import PrepConfig, require
 from data_prep.sample import ReadError, Sample, labelled, sample_key, text_only
 from pipeline.data.shard_format import Skip, expand_urls, parse, read_shard
 
-if TYPE_CHECKING:
-    from data_prep.config import PrepConfig
-
 
 def check(cfg: PrepConfig) -> None:
-    expand_urls(cfg.input, key="input")
+    expand_urls(require(cfg, "input"), key="input")
 
 
 def plan(cfg: PrepConfig) -> list[dict]:

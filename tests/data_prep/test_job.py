@@ -18,7 +18,7 @@ from data_prep.job import run
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.loader import read_record
 from pipeline.data.shard_format import read_shard, read_shards
-from pipeline.engine import free_port
+from pipeline.distributed import free_port
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from data_prep.config import PrepConfig
 from data_prep.job import run
+from data_prep.sources import source_of
 from data_prep.sources.laion import error_kind
 from data_prep.sources.llava import llava_messages
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
@@ -206,6 +207,12 @@ def test_prep_writes_what_a_viewer_shows_and_a_repeated_member_costs_one_sample(
     assert out["plain"]["jpg"] == images["plain"][0]  # already viewable: the bytes are kept
 
 
-def test_source_without_input_is_a_config_error():
-    with pytest.raises(ConfigError, match="key 'input'"):
-        load_config(PrepConfig, None, ["source=folder"])
+def test_each_source_checks_its_own_keys_and_the_registry_its_name():
+    cfg = load_config(PrepConfig, None, ["source=folder"])
+    with pytest.raises(ConfigError, match="key 'input': required for source 'folder'"):
+        source_of(cfg).check(cfg)
+    llava = load_config(PrepConfig, None, ["source=llava", "input=x.json"])
+    with pytest.raises(ConfigError, match="key 'image_root'"):
+        source_of(llava).check(llava)
+    with pytest.raises(ConfigError, match="key 'source': 'nope' is not one of"):
+        source_of(load_config(PrepConfig, None, ["source=nope"]))

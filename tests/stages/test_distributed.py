@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.synthetic.shards import world_samples, write_shards
-from pipeline.engine import free_port
+from pipeline.distributed import free_port
 from pipeline.metrics import read_metrics
 from tests.conftest import REPO, wait_for
 

@@ -19,7 +19,7 @@ def test_a_bf16_stage_trains_on_the_gpu_and_logs_its_speed(tmp_path, world_shard
     cfg = stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", "train.precision=bf16",
                     "data.pixels=uint8", "data.group_by_length=2")  # fmt: skip
     t = trainer(cfg)
-    assert t.engine.module.adapter.query.dtype == torch.bfloat16
+    assert t.backend.model.adapter.query.dtype == torch.bfloat16
     t.train()
     rows = read_metrics(tmp_path / "default" / "stage2" / "metrics.jsonl")
     assert all(math.isfinite(r["loss"]) for r in rows)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline import checkpoint
-from pipeline import engine as ds
+from pipeline.backends import backend_class
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.metrics import read_metrics
 from pipeline.model.qwenvl import QwenVL
@@ -27,7 +27,7 @@ def stage_cfg(stage: str, out: Path, shards: str, *extra: str) -> StageConfig:
 
 
 def trainer(cfg: StageConfig) -> Trainer:
-    return Trainer(cfg, ds.init_distributed())  # a process group of one, kept for the next test
+    return Trainer(cfg, backend_class().init_distributed())  # a process group of one, kept for the next test
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def trainer(cfg: StageConfig) -> Trainer:
 )
 def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, frozen):
     t = trainer(stage_cfg(stage, tmp_path, world_shards, "train.init_from=null"))
-    model = t.engine.module
+    model = t.backend.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     t.train()
     for name, param in model.named_parameters():
@@ -44,11 +44,11 @@ def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, fro
             assert torch.equal(param, before[name]), f"{name} of a frozen group changed"
     for group in {"vision", "adapter", "llm"} - frozen:
         assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(group))
-    state = t.engine.optimizer.optimizer.state.values()  # ZeRO's flat fp32 partition of the trainable ones
+    state = t.backend.engine.optimizer.optimizer.state.values()  # ZeRO's flat fp32 partition of the trainable ones
     trainable = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] not in frozen)
     assert sum(s["exp_avg"].numel() for s in state) == trainable
     # fp32: every weight once; a master copy and two moments per trainable one
-    held = ds.state_bytes(t.engine)
+    held = t.backend.state_bytes()
     everything = sum(p.numel() for p in model.parameters())
     assert held["param_bytes"] == pytest.approx(4 * everything, rel=0.01)
     assert held["optimizer_bytes"] == pytest.approx(12 * trainable, rel=0.01)
@@ -90,7 +90,7 @@ def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
     assert row["step"] == 3 and "eval/vqa_acc" in row and "blind/vqa_acc" in row
     model, tokenizer, exported = QwenVL.from_pretrained(out / "final")
     assert exported.run.stage == "stage2" and len(tokenizer) == len(t.tokenizer)
-    trained = t.engine.module.state_dict()
+    trained = t.backend.model.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
 
     log = next((out / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.engine import param_numel
+from pipeline.distributed import param_numel
 from pipeline.schema import MODULE_GROUPS
 
 log = logging.getLogger(__name__)

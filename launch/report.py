@@ -112,7 +112,7 @@ def plot_grid(final: Path, heldout: str, count: int, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from PIL import ImageDraw
 
-    from pipeline.generate import draw_box
+    from pipeline.draw import draw_box
 
     rows = grid_rows(final, heldout, count)
     cols = 4
@@ -142,7 +142,7 @@ def grid_rows(final: Path, heldout: str, count: int) -> list[dict[str, Any]]:
     from pipeline.data.shard_format import expand_urls
     from pipeline.eval import Item, answers, eval_items
     from pipeline.eval_metrics import parse_box
-    from pipeline.generate import load_export
+    from pipeline.export import load_export
 
     model, tokenizer, formatter, transform = load_export(final, torch.device("cpu"))
     urls = expand_urls(heldout, key="eval.shards")

@@ -1,0 +1,56 @@
+"""What every rank shares, whatever the training backend: its place in the process group and the few
+collectives the trainer needs. Plain ``torch.distributed``; the backends (``pipeline.backends``) make the group."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now (for a group of one, or a launcher's --master_port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    torch.distributed.barrier()
+
+
+def shutdown() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def param_numel(param: nn.Parameter) -> int:
+    """The full size of a parameter, also when ZeRO-3 has partitioned it away (``ds_numel``)."""
+    return getattr(param, "ds_numel", param.numel())
+
+
+def precision(configured: str, device: torch.device) -> str:
+    """The configured precision, or fp32 where there is no CUDA (CPU bf16 is slow and not the recipe's)."""
+    return configured if device.type == "cuda" else "fp32"
