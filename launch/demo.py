@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config
+from data_prep.config import PrepConfig
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config, to_overrides
+from pipeline.schema import StageConfig
 
 STAGES = ("stage0", "stage1", "stage2", "stage3")
 
@@ -34,13 +37,13 @@ class DemoConfig:
         1  # processes per stage under the deepspeed launcher (CPU: DeepSpeed's CPU accelerator, gloo)
     )
     data: str = "data/synthetic"  # `make prep`'s output: reused when its summary.json is there
-    prep: list[str] = field(default_factory=list)  # overrides of configs/data/synthetic.yaml for that prep
+    prep: dict[str, Any] = field(default_factory=dict)  # keys of configs/data/synthetic.yaml set for that prep
     heldout: str = "data/heldout"  # the held-out world's shards (split=heldout: disjoint seeds, no noise)
     heldout_samples: int = 300
     vision_init: str = "scorer"  # scorer: the prep's CLIP scorer initialises the ViT | none: a fresh ViT
     eval_limit: int = 100  # held-out items per task at each stage end (each also image-blind)
     report_images: int = 8  # held-out images in the report's grid
-    stages: dict[str, list[str]] = field(default_factory=dict)  # stage -> its overrides, in chain order
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its stage-config keys, in chain order
 
     def __post_init__(self) -> None:
         if self.vision_init not in ("scorer", "none"):
@@ -51,6 +54,22 @@ class DemoConfig:
             raise ConfigError(f"key 'stages': unknown {sorted(unknown)}; known: {STAGES}")
         if self.ranks < 1:
             raise ConfigError("key 'ranks': must be >= 1")
+
+    def stage_overrides(self, stage: str) -> list[str]:
+        """The demo's settings of ``stage`` as that stage's command line takes them, checked by loading the
+        stage's config with them (a wrong key or value fails here, before any phase runs)."""
+        try:
+            overrides = to_overrides(StageConfig, self.stages[stage])
+            load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", overrides)
+        except ConfigError as e:
+            raise ConfigError(f"key 'stages.{stage}': {e}") from None
+        return overrides
+
+    def prep_overrides(self) -> list[str]:
+        try:
+            return to_overrides(PrepConfig, self.prep)
+        except ConfigError as e:
+            raise ConfigError(f"key 'prep': {e}") from None
 
     @property
     def run_dir(self) -> Path:
@@ -113,7 +132,7 @@ def stage_command(cfg: DemoConfig, stage: str, extra: list[str]) -> tuple[list[s
     its environment."""
     from pipeline.backends import backend_class
 
-    args = [f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *extra, *cfg.stages[stage]]
+    args = [f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *extra, *cfg.stage_overrides(stage)]
     return backend_class().launcher_command(str(Path(__file__).with_name(f"{stage}.py")), args, cfg.ranks)
 
 
@@ -122,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(CONFIG_ROOT / "demo.yaml"))
     p.add_argument("--fresh", action="store_true", help="delete this demo's run and held-out data first")
     p.add_argument(
-        "overrides", nargs="*", help="key=value, e.g. ranks=1 'stages.stage1=[train.max_steps=10]'"
+        "overrides", nargs="*", help="key=value, e.g. ranks=1 stages.stage1.train.max_steps=10"
     )
     args = p.parse_args(argv)
     try:
@@ -148,18 +167,21 @@ def run(cfg: DemoConfig) -> dict:
     out = cfg.run_dir
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo.yaml")
+    chain = [s for s in STAGES if s in cfg.stages]
+    for stage in chain:  # every stage's settings checked before the first phase runs
+        cfg.stage_overrides(stage)
+    cfg.prep_overrides()
     phases = Phases(out / "phases.json")
     synthetic = str(CONFIG_ROOT / "data" / "synthetic.yaml")
 
     phases("prep", lambda: _prep_done(cfg.data),
-           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *cfg.prep))  # fmt: skip
+           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *cfg.prep_overrides()))  # fmt: skip
     phases("heldout", lambda: _prep_done(cfg.heldout),
            lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "split=heldout",
                            f"num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
     heldout = _shards(cfg.heldout)
     evaluation = [f"eval.shards={heldout}", f"eval.limit={cfg.eval_limit}"]
     shards = f"data.shards={_shards(cfg.data)}"
-    chain = [s for s in STAGES if s in cfg.stages]
     for before, stage in zip([None, *chain], chain, strict=False):
         extra = [shards, *evaluation]
         if before is not None:  # stages 2 and 3 default to this; stage 1 starts fresh unless chained

@@ -12,7 +12,9 @@ This module imports nothing heavy (no torch), so data prep and launchers can sha
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +96,32 @@ def load_config(
         raise ConfigError(f"{where}: key '{e.full_key}': {_short(e)}") from None
     except ConfigError as e:  # raised by a schema's __post_init__ check
         raise ConfigError(f"{where}: {e}") from None
+
+
+def to_overrides(schema: type, tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """A nested mapping of ``schema``'s keys as the command line's ``key=value`` overrides, in the mapping's
+    order (what ``load_config`` reads back to the same values): nested dataclasses become dotted keys; a
+    free-form mapping or a list is written whole (``data.tasks={caption: 2, vqa: 1}``). Keys are checked
+    against the schema, so a typo is an error here, naming it."""
+    out = []
+    for key, value in tree.items():
+        fields = [f.name for f in dataclasses.fields(schema)]
+        if key not in fields:
+            raise ConfigError(f"key '{prefix}{key}': not a key of {schema.__name__}; known: {sorted(fields)}")
+        kind = typing.get_type_hints(schema)[key]
+        if isinstance(value, dict) and dataclasses.is_dataclass(kind):
+            out += to_overrides(kind, value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={_cli_value(value)}")
+    return out
+
+
+def _cli_value(value: Any) -> str:
+    """A value as YAML reads it back (floats keep their dot: ``5.0e-05``, not ``5e-05``)."""
+    if isinstance(value, str):
+        return value
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+    return text.removesuffix("\n...\n").strip()
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

@@ -14,17 +14,16 @@ from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import StageConfig
 from tests.conftest import REPO
 
-SHORT = ["train.max_steps=2", "train.global_batch_size=4", "train.micro_batch_size=4", "data.image_size=56",
-         "model.adapter.num_queries=16", "logging.wandb=disabled", "eval.max_new_tokens=12", "data.num_workers=0"]  # fmt: skip
+SHORT = ("{train: {max_steps: 2, global_batch_size: 4, micro_batch_size: 4}, data: {image_size: 56, num_workers: 0},"
+         " model: {adapter: {num_queries: 16}}, logging: {wandb: disabled}, eval: {max_new_tokens: 12}}")
 KEYS = {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"}
 
 
 def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
-    stages = dict.fromkeys(("stage0", "stage1", "stage2", "stage3"), SHORT)
     overrides = [f"output_dir={tmp_path / 'runs'}", f"data={tmp_path / 'world'}", f"heldout={tmp_path / 'heldout'}",
-                 "prep=[num_samples=120,samples_per_shard=60,filters.clip.enabled=false]",
+                 "prep={num_samples: 120, samples_per_shard: 60, filters: {clip: {enabled: false}}}",
                  "heldout_samples=40", "ranks=1", "vision_init=none", "eval_limit=3", "report_images=2",
-                 *(f"stages.{s}=[{','.join(o)}]" for s, o in stages.items()), *extra]  # fmt: skip
+                 *(f"stages.{s}={SHORT}" for s in STAGES), *extra]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run([sys.executable, "-m", "launch.demo", *overrides], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500)  # fmt: skip
@@ -35,11 +34,24 @@ def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
 def test_the_demo_config_names_real_stage_keys():
     cfg = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml")
     assert list(cfg.stages) == list(STAGES)
-    for stage, overrides in cfg.stages.items():
-        loaded = load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", overrides)
+    for stage in cfg.stages:
+        loaded = load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", cfg.stage_overrides(stage))
         assert loaded.run.stage == stage
+    assert loaded.data.tasks == {"chatml": 2, "caption": 1, "vqa": 1, "ref": 1}  # a free-form mapping, whole
     with pytest.raises(ConfigError, match="key 'stages'"):
-        load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages={stage9: []}"])
+        load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages={stage9: {}}"])
+
+
+def test_the_demo_takes_stage_keys_as_the_command_line_does_and_checks_them_first():
+    cfg = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages.stage2.train.max_steps=7"])
+    assert "train.max_steps=7" in cfg.stage_overrides("stage2")
+    assert "train.optimizer.lr=0.0005" in cfg.stage_overrides("stage2")  # the file's other keys are kept
+    typo = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages.stage1.train.max_step=7"])
+    with pytest.raises(ConfigError, match=r"key 'stages.stage1': key 'train.max_step': not a key of TrainConfig"):
+        typo.stage_overrides("stage1")
+    bad = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages.stage1.train.max_steps=0"])
+    with pytest.raises(ConfigError, match=r"stages.stage1.*train.max_steps.*> 0"):
+        bad.stage_overrides("stage1")
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config, to_overrides
 from pipeline.schema import ModelConfig, StageConfig
 
 STAGES = sorted(CONFIG_ROOT.glob("stage*.yaml"))
@@ -137,3 +137,16 @@ def test_scale_overlays_the_stage_file_and_stages_chain_by_run_name():
     )
     # the command line still wins over the overlay
     assert load_config(StageConfig, CONFIG_ROOT / "stage1.yaml", ["train.max_steps=7"]).train.max_steps == 7
+
+
+def test_a_mapping_becomes_command_line_overrides_that_load_back_to_the_same_values():
+    tree = {"data": {"tasks": {"vqa": 2, "caption": 5.0e-5}, "image_size": 112, "images": False},
+            "train": {"init_from": None, "trainable": ["llm"], "optimizer": {"min_lr": 5.0e-5}}}  # fmt: skip
+    overrides = to_overrides(StageConfig, tree)
+    assert overrides[0] == "data.tasks={vqa: 2, caption: 5.0e-05}"  # the mapping whole, in its order
+    cfg = load_config(StageConfig, CONFIG_ROOT / "stage1.yaml", overrides)
+    assert list(cfg.data.tasks.items()) == [("vqa", 2.0), ("caption", 5.0e-5)]
+    assert (cfg.data.image_size, cfg.data.images, cfg.train.init_from) == (112, False, None)
+    assert cfg.train.trainable == ["llm"] and cfg.train.optimizer.min_lr == 5.0e-5
+    with pytest.raises(ConfigError, match="key 'train.optimizer.lrr': not a key of OptimizerConfig"):
+        to_overrides(StageConfig, {"train": {"optimizer": {"lrr": 1.0}}})
