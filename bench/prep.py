@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from data_prep.clip_score import ClipScorer
-from data_prep.clip_train import TrainConfig
+from data_prep.clip_train import ScorerConfig
 from data_prep.config import PrepConfig
 from data_prep.job import run as prep
 from data_prep.score import clip_threads
@@ -38,7 +38,7 @@ PAIRS = 1500
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        arch = TrainConfig.arch
+        arch = ScorerConfig.arch
         register_open_clip_configs()
         model = open_clip.create_model(arch)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "clip.safetensors"))

@@ -1,6 +1,7 @@
 """The synthetic preset's CLIP scorer: a tiny open_clip model trained on clean synthetic pairs, cached.
 
     python -m data_prep.clip_train [--steps 700] [--out DIR]
+    python -m data_prep.clip_train --errors SCORER_DIR [--top 5] [--clean 600] [--mismatched 600]
 
 Trained with open_clip's model, tokenizer and ``ClipLoss`` in a short loop over in-memory tensors (dev/LOG.md
 says why not ``open_clip_train.main``: on this data it learned slower). Batches are drawn from all pairs:
@@ -39,9 +40,12 @@ THREADS = 2  # torch threads while training and calibrating: the float sums, so 
 
 
 @dataclass
-class TrainConfig:
-    arch: str = "tiny-ViT-14"
-    steps: int = 700
+class ScorerConfig:
+    """How the synthetic scorer is trained (its architecture and step count come from the prep's
+    ``filters.clip``; the rest are this trainer's settings)."""
+
+    arch: str = ClipFilter.arch
+    steps: int = ClipFilter.train_steps
     pairs: int = 15000
     zh_rate: float = 0.5  # Chinese share of the training pairs (the held-out split keeps the world's)
     image_size: int = 112
@@ -65,7 +69,7 @@ class TrainConfig:
 
 def ensure_scorer(clip: ClipFilter) -> Path:
     """The cached scorer folder for these settings, trained first if missing."""
-    cfg = TrainConfig(arch=clip.arch, steps=clip.train_steps)
+    cfg = ScorerConfig(arch=clip.arch, steps=clip.train_steps)
     out = CACHE / cfg.name()
     if (out / "scorer.json").is_file():
         return out
@@ -121,7 +125,7 @@ def parallel(fn, items: list) -> list:
         pool.join()
 
 
-def train(cfg: TrainConfig, out: Path) -> Path:
+def train(cfg: ScorerConfig, out: Path) -> Path:
     import torch
 
     from pipeline.config import register_open_clip_configs
@@ -135,7 +139,7 @@ def train(cfg: TrainConfig, out: Path) -> Path:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, out: Path) -> Path:
+def _train(cfg: ScorerConfig, out: Path) -> Path:
     import open_clip
     import torch
     import torch.nn.functional as F
@@ -247,7 +251,7 @@ def scored_pairs(world: WorldConfig) -> tuple[list[bytes], list[str]]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def calibrate(out: Path, cfg: TrainConfig) -> dict:
+def calibrate(out: Path, cfg: ScorerConfig) -> dict:
     """Pick the threshold (``best_threshold``) on held-out clean and mismatched pairs at ``prevalence``, scored
     by the ``ClipScorer`` a prep run builds from the weights in ``out``."""
     from data_prep.clip_score import ClipScorer
@@ -288,22 +292,84 @@ def best_threshold(clean: np.ndarray, bad: np.ndarray, prevalence: float) -> dic
     }
 
 
+def error_analysis(
+    scorer_dir: str | Path, clean: int = 600, mismatched: int = 600, split: str = "heldout", top: int = 5
+) -> dict:
+    """Where a synthetic scorer goes wrong, on ``clean`` clean and ``mismatched`` mismatched pairs scored as a
+    prep run scores them: precision/recall at its stored threshold and the best thresholds at 5% prevalence
+    and balanced; English vs Chinese clean FPR at mismatch recall 0.95; the lowest-scoring clean pairs and
+    the highest-scoring mismatches; how often a mismatch that names the image's background passes.
+    ``split="train"`` scores the scorer's own training pairs (overfitting vs undertraining)."""
+    from data_prep.clip_score import ClipScorer
+    from data_prep.synthetic.world import plan_sample
+    from pipeline.config import register_open_clip_configs
+
+    register_open_clip_configs()
+    info = json.loads((Path(scorer_dir) / "scorer.json").read_text())
+    trained = info["train"]
+    scorer = ClipScorer(ClipFilter(arch=info["arch"], threshold=0.0, device="cpu"), scorer_dir)
+    seed = 99 if split == "heldout" else trained["world_seed"]
+    zh_rate = WorldConfig.zh_rate if split == "heldout" else trained.get("zh_rate", WorldConfig.zh_rate)
+    clean_world = noise_world(clean, 0.0, seed, split, zh_rate)
+    bad_world = noise_world(mismatched, 1.0, seed, split, zh_rate)
+    good, bad = scorer.score(*scored_pairs(clean_world)), scorer.score(*scored_pairs(bad_world))
+    clean_plans = [plan_sample(clean_world, i) for i in range(clean)]
+    bad_plans = [plan_sample(bad_world, i) for i in range(mismatched)]
+    t, p = info["threshold"], 0.05
+    fpr, recall = float((good < t).mean()), float((bad < t).mean())
+    zh = np.array([q.lang == "zh" for q in clean_plans])
+    t95 = float(np.quantile(bad, 0.95))
+    en_bad = np.array([q.lang == "en" for q in bad_plans])
+    names_bg = en_bad & np.array([f" {q.scene.background} background" in q.caption for q in bad_plans])
+    return {
+        "split": split, "clean": clean, "mismatched": mismatched,
+        "stored_threshold": {"threshold": t, "clean_fpr": round(fpr, 4), "recall": round(recall, 4),
+                             "precision_at_5pct": round(recall * p / max(recall * p + fpr * (1 - p), 1e-12), 4)},
+        "best_at_5pct": best_threshold(good, bad, 0.05),
+        "best_balanced": best_threshold(good, bad, 0.5),
+        "mean_score": {"clean_en": round(float(good[~zh].mean()), 4), "clean_zh": round(float(good[zh].mean()), 4),
+                       "mismatched": round(float(bad.mean()), 4)},
+        "clean_fpr_at_recall_0.95": {"threshold": round(t95, 4), "en": round(float((good[~zh] < t95).mean()), 4),
+                                     "zh": round(float((good[zh] < t95).mean()), 4)},
+        "lowest_clean": [{"score": round(float(good[i]), 4), "caption": clean_plans[i].caption}
+                         for i in np.argsort(good)[:top]],
+        "highest_mismatched": [{"score": round(float(bad[i]), 4), "true": bad_plans[i].clean_caption,
+                                "given": bad_plans[i].caption} for i in np.argsort(-bad)[:top]],
+        "mismatches_naming_the_background": {
+            "count": int(names_bg.sum()), "of_english": int(en_bad.sum()),
+            "share_above_t95": round(float((bad[names_bg] >= t95).mean()), 4) if names_bg.any() else None,
+            "others_above_t95": round(float((bad[en_bad & ~names_bg] >= t95).mean()), 4)
+            if (en_bad & ~names_bg).any() else None,
+        },
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.clip_train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--pairs", type=int, default=TrainConfig.pairs)
-    p.add_argument("--zh-rate", type=float, default=TrainConfig.zh_rate)
-    p.add_argument("--grouped", type=float, default=TrainConfig.grouped)
-    p.add_argument("--image-size", type=int, default=TrainConfig.image_size)
+    p.add_argument("--steps", type=int, default=ScorerConfig.steps)
+    p.add_argument("--pairs", type=int, default=ScorerConfig.pairs)
+    p.add_argument("--zh-rate", type=float, default=ScorerConfig.zh_rate)
+    p.add_argument("--grouped", type=float, default=ScorerConfig.grouped)
+    p.add_argument("--image-size", type=int, default=ScorerConfig.image_size)
     p.add_argument(
         "--hard-negatives",
         action="store_true",
         help="add each image's caption with shapes or colours swapped",
     )
     p.add_argument("--out", help="folder (default: the cache folder for these settings)")
+    p.add_argument("--errors", metavar="SCORER_DIR", help="no training: where this scorer goes wrong (JSON)")
+    p.add_argument("--clean", type=int, default=600, help="--errors: clean pairs")
+    p.add_argument("--mismatched", type=int, default=600, help="--errors: mismatched pairs")
+    p.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                   help="--errors: held-out pairs, or the scorer's own training pairs")  # fmt: skip
+    p.add_argument("--top", type=int, default=5, help="--errors: worst pairs listed of each kind")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig(steps=args.steps, pairs=args.pairs, zh_rate=args.zh_rate, grouped=args.grouped,
+    if args.errors:
+        result = error_analysis(args.errors, args.clean, args.mismatched, args.split, args.top)
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return 0
+    cfg = ScorerConfig(steps=args.steps, pairs=args.pairs, zh_rate=args.zh_rate, grouped=args.grouped,
                       image_size=args.image_size, hard_negatives=args.hard_negatives)  # fmt: skip
     out = train(cfg, Path(args.out) if args.out else CACHE / cfg.name())
     print(json.loads((out / "scorer.json").read_text())["calibration"])

@@ -13,7 +13,7 @@ import random
 import numpy as np
 
 from data_prep.clip_score import ClipScorer
-from data_prep.clip_train import swapped_caption, noise_world, scored_pairs
+from data_prep.clip_train import noise_world, scored_pairs, swapped_caption
 from data_prep.config import ClipFilter
 from data_prep.synthetic.world import plan_sample
 from pipeline.config import register_open_clip_configs

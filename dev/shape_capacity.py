@@ -16,7 +16,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from data_prep.clip_train import normalise, parallel, noise_world
+from data_prep.clip_train import noise_world, normalise, parallel
 from data_prep.synthetic.render import render
 from data_prep.synthetic.scene import SHAPES
 from data_prep.synthetic.world import plan_sample

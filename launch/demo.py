@@ -37,13 +37,17 @@ class DemoConfig:
         1  # processes per stage under the deepspeed launcher (CPU: DeepSpeed's CPU accelerator, gloo)
     )
     data: str = "data/synthetic"  # `make prep`'s output: reused when its summary.json is there
-    prep: dict[str, Any] = field(default_factory=dict)  # keys of configs/data/synthetic.yaml set for that prep
+    prep: dict[str, Any] = field(
+        default_factory=dict
+    )  # keys of configs/data/synthetic.yaml set for that prep
     heldout: str = "data/heldout"  # the held-out world's shards (split=heldout: disjoint seeds, no noise)
     heldout_samples: int = 300
     vision_init: str = "scorer"  # scorer: the prep's CLIP scorer initialises the ViT | none: a fresh ViT
     eval_limit: int = 100  # held-out items per task at each stage end (each also image-blind)
     report_images: int = 8  # held-out images in the report's grid
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its stage-config keys, in chain order
+    stages: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # stage -> its stage-config keys, in chain order
 
     def __post_init__(self) -> None:
         if self.vision_init not in ("scorer", "none"):
@@ -119,12 +123,23 @@ def _shards(folder: str) -> str:
     return json.loads((Path(folder) / "summary.json").read_text())["shard_pattern"]
 
 
-def _scorer_weights(cfg: DemoConfig) -> Path:
+def scorer_weights(cfg: DemoConfig, stage: str) -> Path:
+    """The prep's CLIP scorer as the vision tower of ``stage`` (the chain's first): its weights, once its
+    architecture is checked against the stage's ``model.vision.arch``; its resolution (``scorer.json``) is the
+    one the stage should train at, and a stage at another is told that its position embedding is resized."""
     scorer = json.loads((Path(cfg.data) / "summary.json").read_text())["clip"].get("scorer")
     if not scorer:
         raise ConfigError(f"key 'vision_init': {cfg.data}/summary.json names no CLIP scorer (re-run `make prep` "
                           "with the synthetic scorer on; it reuses a trained one)")  # fmt: skip
-    return Path(scorer) / "model.safetensors"
+    info = json.loads((Path(scorer) / "scorer.json").read_text())
+    tower = load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", cfg.stage_overrides(stage))
+    if tower.model.vision.arch != info["arch"]:
+        raise ConfigError(f"key 'vision_init': the scorer {scorer} is a {info['arch']}, but {stage}'s "
+                          f"model.vision.arch is {tower.model.vision.arch}")  # fmt: skip
+    if tower.data.image_size != info["image_size"]:
+        print(f"[demo] {stage} trains at {tower.data.image_size} px, the scorer at {info['image_size']}: "
+              "its position embedding is interpolated", flush=True)  # fmt: skip
+    return Path(scorer) / info["weights"]
 
 
 def stage_command(cfg: DemoConfig, stage: str, extra: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -140,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(CONFIG_ROOT / "demo.yaml"))
     p.add_argument("--fresh", action="store_true", help="delete this demo's run and held-out data first")
-    p.add_argument(
-        "overrides", nargs="*", help="key=value, e.g. ranks=1 stages.stage1.train.max_steps=10"
-    )
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. ranks=1 stages.stage1.train.max_steps=10")
     args = p.parse_args(argv)
     try:
         cfg = load_config(DemoConfig, args.config, args.overrides)
@@ -187,7 +200,7 @@ def run(cfg: DemoConfig) -> dict:
         if before is not None:  # stages 2 and 3 default to this; stage 1 starts fresh unless chained
             extra.append(f"train.init_from={out / before / 'final'}")
         if stage == chain[0] and cfg.vision_init == "scorer":  # the first stage builds the model
-            extra.append(f"model.vision.pretrained={_scorer_weights(cfg)}")
+            extra.append(f"model.vision.pretrained={scorer_weights(cfg, stage)}")
         command, env = stage_command(cfg, stage, extra)
         final = out / stage / "final"
         phases(stage, lambda f=final: (f / "eval.json").is_file(),

@@ -1,7 +1,7 @@
 """Score a final/ export on held-out shards, each score next to its image-blind twin (``pipeline.eval``).
 
-    python -m launch.eval --checkpoint runs/default/stage2/final --shards 'data/heldout/shards/{000000..000001}.tar'
-    python -m launch.eval ... --question-types     # VQA accuracy per question type too, blind beside it
+python -m launch.eval --checkpoint runs/default/stage2/final --shards 'data/heldout/shards/{000000..000001}.tar'
+python -m launch.eval ... --question-types     # VQA accuracy per question type too, blind beside it
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Write a final/ export as a folder to share, laid out as on the Hugging Face hub (``pipeline.export``).
 
-    python -m launch.export --checkpoint runs/demo/stage3/final --out runs/demo/hf
+python -m launch.export --checkpoint runs/demo/stage3/final --out runs/demo/hf
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Answer prompts about an image with a trained export: one prompt, a batch, or a ChatML chat on stdin.
 
-    python -m launch.generate --checkpoint runs/default/stage3/final --image cat.jpg --prompt "What is it? Answer:"
-    python -m launch.generate --checkpoint runs/default/stage3/final --image shapes.png --chat --draw boxes.png
+python -m launch.generate --checkpoint runs/default/stage3/final --image cat.jpg --prompt "What is it? Answer:"
+python -m launch.generate --checkpoint runs/default/stage3/final --image shapes.png --chat --draw boxes.png
 """
 
 from __future__ import annotations

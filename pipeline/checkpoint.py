@@ -94,7 +94,9 @@ def _write_json(path: Path, data: Any) -> None:
     _write_text(path, json.dumps(data))
 
 
-def save(backend: Backend, root: Path, step: int, rank_state: dict, trainer_state: dict, keep_last: int) -> Path:
+def save(
+    backend: Backend, root: Path, step: int, rank_state: dict, trainer_state: dict, keep_last: int
+) -> Path:
     """Every rank calls this. Returns the complete checkpoint's folder."""
     rank = torch.distributed.get_rank()
     final = root / step_name(step)

@@ -221,7 +221,8 @@ def evaluate_export(folder: str | Path, urls: list[str], tasks: tuple[str, ...] 
                     out: str | Path | None = None, question_types: bool = False) -> dict:  # fmt: skip
     """``evaluate`` on a final/ export, also written to ``out`` (default ``folder/eval.json``)."""
     model, tokenizer, formatter, transform = load_export(folder, device)
-    result = evaluate(model, tokenizer, formatter, transform, urls, tasks, limit, batch_size, max_new_tokens,
-                      question_types)
+    result = evaluate(
+        model, tokenizer, formatter, transform, urls, tasks, limit, batch_size, max_new_tokens, question_types
+    )
     Path(out or Path(folder) / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return result

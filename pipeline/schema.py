@@ -199,7 +199,7 @@ class LoggingConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation of the stage's final/ export (pipeline.eval), with the image-blind twin."""
+    """Held-out evaluation of the stage's final/ export (pipeline.eval, stages.hooks.Evaluate), with the image-blind twin."""
 
     shards: str | None = None  # brace-expanded held-out shards; null = no evaluation at the stage end
     limit: int = 100  # items per task

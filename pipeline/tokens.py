@@ -99,4 +99,6 @@ def load_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(name)
     except OSError as e:
-        raise ConfigError(f"key 'model.tokenizer': cannot load {name!r} (run `make tokenizer`?): {e}") from None
+        raise ConfigError(
+            f"key 'model.tokenizer': cannot load {name!r} (run `make tokenizer`?): {e}"
+        ) from None

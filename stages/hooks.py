@@ -87,7 +87,9 @@ class Export(Hook):
     def on_end(self, trainer: Trainer) -> None:
         state = trainer.backend.full_state_dict()
         if trainer.dist.main:
-            folder = save_pretrained(trainer.final_dir, state, trainer.llm_config, trainer.tokenizer, trainer.cfg)
+            folder = save_pretrained(
+                trainer.final_dir, state, trainer.llm_config, trainer.tokenizer, trainer.cfg
+            )
             log.info("final weights: %s (QwenVL.from_pretrained loads it)", folder)
 
 

@@ -85,7 +85,10 @@ class Trainer:
         flop_model = FlopModel.of(model, t.trainable)
         self.llm_config = model.llm.config
         optimizer = torch.optim.AdamW(
-            param_groups(model, t.optimizer), lr=t.optimizer.lr, betas=tuple(t.optimizer.betas), eps=t.optimizer.eps
+            param_groups(model, t.optimizer),
+            lr=t.optimizer.lr,
+            betas=tuple(t.optimizer.betas),
+            eps=t.optimizer.eps,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t.optimizer, t.max_steps))
         self.backend = (backend or backend_class())(model, optimizer, scheduler, cfg, dist, dtype,
@@ -169,6 +172,12 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         rank_state = {"loader": self.loader.state_dict(), "rng": checkpoint.rng_state()}
-        trainer = {"world_size": self.dist.world_size, "wandb_id": self.logger.run_id, "stage": self.cfg.run.stage}
-        folder = checkpoint.save(self.backend, self.ckpt_root, self.step, rank_state, trainer, self.cfg.train.keep_last)
+        trainer = {
+            "world_size": self.dist.world_size,
+            "wandb_id": self.logger.run_id,
+            "stage": self.cfg.run.stage,
+        }
+        folder = checkpoint.save(
+            self.backend, self.ckpt_root, self.step, rank_state, trainer, self.cfg.train.keep_last
+        )
         log.info("checkpoint %s", folder)

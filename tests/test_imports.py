@@ -92,7 +92,11 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_one_module_imports_deepspeed():
-    owners = {m for m, targets in ALL.items() if any(t == "deepspeed" or t.startswith("deepspeed.") for t in targets)}
+    owners = {
+        m
+        for m, targets in ALL.items()
+        if any(t == "deepspeed" or t.startswith("deepspeed.") for t in targets)
+    }
     assert owners == {DEEPSPEED_OWNER}
 
 
@@ -117,7 +121,12 @@ def test_every_imported_project_name_exists():
     missing = []
     for module, path in MODULES.items():
         for node in _import_nodes(path):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in MODULES:
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.level == 0
+                and node.module in MODULES
+            ):
                 target = importlib.import_module(node.module)
                 missing += [(module, f"{node.module}.{a.name}") for a in node.names
                             if not hasattr(target, a.name) and f"{node.module}.{a.name}" not in MODULES]  # fmt: skip

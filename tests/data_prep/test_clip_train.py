@@ -4,13 +4,23 @@ import torch
 from safetensors.torch import load_file
 
 from data_prep.clip_score import ClipScorer
-from data_prep.clip_train import TrainConfig, best_threshold, noise_world, scored_pairs, train
+from data_prep.clip_train import (
+    ScorerConfig,
+    best_threshold,
+    error_analysis,
+    main,
+    noise_world,
+    scored_pairs,
+    train,
+)
 from data_prep.config import ClipFilter, PrepConfig
 from pipeline.data.shard_format import open_image
 
 
-def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what_prep_scores(tmp_path):
-    cfg = TrainConfig(steps=3, pairs=96, batch_size=32, heldout_clean=40, heldout_mismatched=20, warmup=1)
+def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what_prep_scores(
+    tmp_path, capsys
+):
+    cfg = ScorerConfig(steps=3, pairs=96, batch_size=32, heldout_clean=40, heldout_mismatched=20, warmup=1)
     first, second = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
     a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -26,3 +36,17 @@ def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what
     clean = scorer.score(*scored_pairs(noise_world(40, 0.0)))
     expected = best_threshold(clean, scorer.score(bad_images, bad_captions), cfg.prevalence)
     assert info["threshold"] == expected.pop("threshold") and info["calibration"] == expected
+
+    errors = error_analysis(first, clean=30, mismatched=20, top=2)
+    assert errors["stored_threshold"]["threshold"] == info["threshold"]
+    assert (
+        0 <= errors["stored_threshold"]["clean_fpr"] <= 1 and 0 <= errors["stored_threshold"]["recall"] <= 1
+    )
+    lowest = [row["score"] for row in errors["lowest_clean"]]
+    assert len(lowest) == 2 and lowest == sorted(lowest) and lowest[0] <= errors["mean_score"]["clean_en"]
+    worst = errors["highest_mismatched"][0]
+    assert worst["true"] != worst["given"] and worst["score"] >= errors["mean_score"]["mismatched"]
+    assert errors["mismatches_naming_the_background"]["of_english"] <= 20
+    capsys.readouterr()
+    assert main(["--errors", str(first), "--clean", "10", "--mismatched", "10", "--top", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["clean"] == 10

@@ -8,14 +8,16 @@ import sys
 
 import pytest
 
-from launch.demo import STAGES, DemoConfig
+from launch.demo import STAGES, DemoConfig, scorer_weights
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import StageConfig
 from tests.conftest import REPO
 
-SHORT = ("{train: {max_steps: 2, global_batch_size: 4, micro_batch_size: 4}, data: {image_size: 56, num_workers: 0},"
-         " model: {adapter: {num_queries: 16}}, logging: {wandb: disabled}, eval: {max_new_tokens: 12}}")
+SHORT = (
+    "{train: {max_steps: 2, global_batch_size: 4, micro_batch_size: 4}, data: {image_size: 56, num_workers: 0},"
+    " model: {adapter: {num_queries: 16}}, logging: {wandb: disabled}, eval: {max_new_tokens: 12}}"
+)
 KEYS = {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"}
 
 
@@ -47,7 +49,9 @@ def test_the_demo_takes_stage_keys_as_the_command_line_does_and_checks_them_firs
     assert "train.max_steps=7" in cfg.stage_overrides("stage2")
     assert "train.optimizer.lr=0.0005" in cfg.stage_overrides("stage2")  # the file's other keys are kept
     typo = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages.stage1.train.max_step=7"])
-    with pytest.raises(ConfigError, match=r"key 'stages.stage1': key 'train.max_step': not a key of TrainConfig"):
+    with pytest.raises(
+        ConfigError, match=r"key 'stages.stage1': key 'train.max_step': not a key of TrainConfig"
+    ):
         typo.stage_overrides("stage1")
     bad = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages.stage1.train.max_steps=0"])
     with pytest.raises(ConfigError, match=r"stages.stage1.*train.max_steps.*> 0"):
@@ -92,3 +96,28 @@ def test_the_chain_writes_every_output_and_a_second_run_reuses_it(tmp_path, toke
     second = demo(tmp_path)
     assert second.stdout.count("done before, reused") == 6, second.stdout
     assert json.loads((run / "phases.json").read_text())["stage2"]["reused"] is True
+
+
+def test_the_scorer_becomes_the_tower_only_if_its_architecture_is_the_stages(tmp_path, capsys):
+    scorer = tmp_path / "scorer"
+    scorer.mkdir()
+    (scorer / "scorer.json").write_text(json.dumps({"arch": "tiny-ViT-14", "weights": "model.safetensors",
+                                                    "image_size": 112}))  # fmt: skip
+    (tmp_path / "summary.json").write_text(json.dumps({"clip": {"scorer": str(scorer)}}))
+    cfg = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", [f"data={tmp_path}"])
+    assert scorer_weights(cfg, "stage0") == scorer / "model.safetensors"
+    assert "interpolated" not in capsys.readouterr().out  # stage 0 trains at the scorer's 112 px
+    wider = load_config(
+        DemoConfig, CONFIG_ROOT / "demo.yaml", [f"data={tmp_path}", "stages.stage0.data.image_size=224"]
+    )
+    scorer_weights(wider, "stage0")
+    assert "224 px, the scorer at 112" in capsys.readouterr().out
+    other = load_config(
+        DemoConfig,
+        CONFIG_ROOT / "demo.yaml",
+        [f"data={tmp_path}", "stages.stage0.model.vision.arch=ViT-B-32"],
+    )
+    with pytest.raises(
+        ConfigError, match="scorer .* is a tiny-ViT-14, but stage0's model.vision.arch is ViT-B-32"
+    ):
+        scorer_weights(other, "stage0")

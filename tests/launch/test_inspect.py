@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from pipeline.data.shard_format import expand_urls, read_shards
 from launch.inspect import main
+from pipeline.data.shard_format import expand_urls, read_shards
 from pipeline.tokens import IGNORE
 
 STAGE2_TASKS = ["caption", "vqa", "grounded_caption", "ref", "ocr", "text"]

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from data_prep.synthetic.corpus import corpus, write_corpus
-from pipeline.data.formats import fixed_prompts
 from launch.tokenizer import main
+from pipeline.data.formats import fixed_prompts
 from pipeline.tokenizer import BUILD_INFO, ensure_tokenizer, fingerprint, read_corpus
 from pipeline.tokens import SPECIAL_TOKENS
 

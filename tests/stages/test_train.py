@@ -44,7 +44,9 @@ def test_each_stage_trains_exactly_its_groups(tmp_path, world_shards, stage, fro
             assert torch.equal(param, before[name]), f"{name} of a frozen group changed"
     for group in {"vision", "adapter", "llm"} - frozen:
         assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith(group))
-    state = t.backend.engine.optimizer.optimizer.state.values()  # ZeRO's flat fp32 partition of the trainable ones
+    state = (
+        t.backend.engine.optimizer.optimizer.state.values()
+    )  # ZeRO's flat fp32 partition of the trainable ones
     trainable = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] not in frozen)
     assert sum(s["exp_avg"].numel() for s in state) == trainable
     # fp32: every weight once; a master copy and two moments per trainable one

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.backends.deepspeed import deepspeed_config
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.schema import StageConfig
 
 
