@@ -1,6 +1,6 @@
 """The synthetic preset's CLIP scorer: a tiny open_clip model trained on clean synthetic pairs, cached.
 
-    python -m data_prep.clip_train [--steps 700] [--out DIR]
+    python -m data_prep.clip_train [--out DIR] [key=value ...]       e.g. steps=700 hard_negatives=true
     python -m data_prep.clip_train --errors SCORER_DIR [--top 5] [--clean 600] [--mismatched 600]
 
 Trained with open_clip's model, tokenizer and ``ClipLoss`` in a short loop over in-memory tensors (dev/LOG.md
@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -346,16 +347,6 @@ def error_analysis(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.clip_train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=ScorerConfig.steps)
-    p.add_argument("--pairs", type=int, default=ScorerConfig.pairs)
-    p.add_argument("--zh-rate", type=float, default=ScorerConfig.zh_rate)
-    p.add_argument("--grouped", type=float, default=ScorerConfig.grouped)
-    p.add_argument("--image-size", type=int, default=ScorerConfig.image_size)
-    p.add_argument(
-        "--hard-negatives",
-        action="store_true",
-        help="add each image's caption with shapes or colours swapped",
-    )
     p.add_argument("--out", help="folder (default: the cache folder for these settings)")
     p.add_argument("--errors", metavar="SCORER_DIR", help="no training: where this scorer goes wrong (JSON)")
     p.add_argument("--clean", type=int, default=600, help="--errors: clean pairs")
@@ -363,14 +354,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("heldout", "train"), default="heldout",
                    help="--errors: held-out pairs, or the scorer's own training pairs")  # fmt: skip
     p.add_argument("--top", type=int, default=5, help="--errors: worst pairs listed of each kind")
+    p.add_argument("overrides", nargs="*", help="ScorerConfig keys, e.g. steps=700 hard_negatives=true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.errors:
         result = error_analysis(args.errors, args.clean, args.mismatched, args.split, args.top)
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return 0
-    cfg = ScorerConfig(steps=args.steps, pairs=args.pairs, zh_rate=args.zh_rate, grouped=args.grouped,
-                      image_size=args.image_size, hard_negatives=args.hard_negatives)  # fmt: skip
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(ScorerConfig, None, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = train(cfg, Path(args.out) if args.out else CACHE / cfg.name())
     print(json.loads((out / "scorer.json").read_text())["calibration"])
     return 0

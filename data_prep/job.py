@@ -62,6 +62,7 @@ def init_ray(cfg: PrepConfig) -> int:
 def preflight(cfg: PrepConfig) -> None:
     """Everything the run needs, checked on the driver before anything is downloaded, generated or filtered:
     a problem is one ConfigError naming the key, not a failure hours later inside a Ray worker."""
+    source = source_of(cfg)
     out = Path(cfg.output_dir)
     try:
         for sub in ("shards", "stats", "plots"):
@@ -71,7 +72,7 @@ def preflight(cfg: PrepConfig) -> None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"key 'output_dir': cannot write into {out}: {e}") from None
-    source_of(cfg).check(cfg)
+    source.check(cfg)
     clip = cfg.filters.clip
     if clip.enabled and clip.pretrained != "synthetic":  # the synthetic scorer is trained when missing
         from data_prep.clip_score import ClipScorer

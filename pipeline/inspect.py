@@ -1,6 +1,6 @@
 """Show how one shard sample is formatted and masked, before you train on it.
 
-    python -m launch.inspect --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
+    python -m launch.inspect_sample --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
 
 Sample ``--index`` counts from the first sample of the first shard of ``data.shards``, in file order. The
 task is drawn with the stage's mixing weights as the loader would in its first epoch, unless ``--task``

@@ -131,3 +131,12 @@ def test_every_imported_project_name_exists():
                 missing += [(module, f"{node.module}.{a.name}") for a in node.names
                             if not hasattr(target, a.name) and f"{node.module}.{a.name}" not in MODULES]  # fmt: skip
     assert not missing, f"imported names that do not exist: {missing}"
+
+
+def test_no_launch_module_shadows_the_standard_library():
+    """``deepspeed launch/stage1.py`` puts launch/ first on the path: a launch/inspect.py would be imported
+    for the standard library's inspect."""
+    import sys
+
+    shadows = sorted(p.stem for p in (REPO / "launch").glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert not shadows, f"launch/ modules named like standard-library ones: {shadows}"

@@ -50,3 +50,4 @@ def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what
     capsys.readouterr()
     assert main(["--errors", str(first), "--clean", "10", "--mismatched", "10", "--top", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["clean"] == 10
+    assert main(["stepz=3"]) == 2 and "stepz" in capsys.readouterr().err  # settings go through load_config

@@ -1,6 +1,6 @@
 """Show how one shard sample is formatted and masked, before you train on it (``pipeline.inspect``).
 
-    python -m launch.inspect --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
+    python -m launch.inspect_sample --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
 
 Sample ``--index`` counts from the first sample of the first shard of ``data.shards``, in file order. The
 task is drawn with the stage's mixing weights as the loader would in its first epoch, unless ``--task``
@@ -24,7 +24,7 @@ GREEN, RESET = "\033[32m", "\033[0m"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.inspect", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m launch.inspect_sample", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="stage config, e.g. configs/stage2.yaml")
     p.add_argument("--index", type=int, default=0, help="sample number in shard order (default 0)")
     p.add_argument("--task", help="format as this task instead of drawing one")

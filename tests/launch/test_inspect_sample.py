@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from launch.inspect import main
+from launch.inspect_sample import main
 from pipeline.data.shard_format import expand_urls, read_shards
 from pipeline.tokens import IGNORE
 
@@ -87,7 +87,7 @@ def test_stage3_multi_turn_dialogue(capsys, world_shards):
 
 
 def test_the_command_line_marks_supervised_text(world_shards):
-    cmd = [sys.executable, "-m", "launch.inspect", "--config", "configs/stage2.yaml", "--task", "vqa",
+    cmd = [sys.executable, "-m", "launch.inspect_sample", "--config", "configs/stage2.yaml", "--task", "vqa",
            "--index", str(first_index(world_shards, lambda m: "tasks" in m)), f"data.shards={world_shards}"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "task vqa" in out and " Answer:[[ " in out and "<|image_pad|>x64" in out
