@@ -26,9 +26,9 @@ from safetensors.torch import save_file
 
 from data_prep.clip_score import ClipScorer
 from data_prep.clip_train import ScorerConfig
-from data_prep.config import PrepConfig
 from data_prep.job import run as prep
 from data_prep.score import clip_threads
+from data_prep.sources import PrepConfig
 from pipeline.config import CONFIG_ROOT, load_config, register_open_clip_configs
 from pipeline.data.shard_format import read_shards
 
@@ -42,7 +42,7 @@ def run() -> dict:
         register_open_clip_configs()
         model = open_clip.create_model(arch)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "clip.safetensors"))
-        common = [f"output_dir={tmp / 'out'}", f"num_samples={PAIRS}", "samples_per_shard=250"]
+        common = [f"output_dir={tmp / 'out'}", f"synthetic.num_samples={PAIRS}", "samples_per_shard=250"]
         # without CLIP first: the filters and writing alone
         plain = prep(load_config(PrepConfig, CONFIG_ROOT / "data" / "synthetic.yaml",
                                  [*common, "filters.clip.enabled=false"]))  # fmt: skip

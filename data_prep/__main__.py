@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from data_prep.config import PrepConfig
+from data_prep.sources import PrepConfig
 from pipeline.config import ConfigError, load_config
 
 

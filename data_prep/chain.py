@@ -21,10 +21,10 @@ from PIL import Image
 
 from data_prep import filters as F
 from data_prep.batches import pack
-from data_prep.config import PrepConfig
+from data_prep.config import PrepSettings
 from data_prep.reencode import fit
 from data_prep.sample import ReadError, Sample
-from data_prep.sources import read_part
+from data_prep.sources import PrepConfig, read_part
 from data_prep.stats import PartStats
 
 
@@ -49,7 +49,7 @@ class Filter:
     images_only: ClassVar[bool] = False
     batched: ClassVar[bool] = False  # applied to whole parts by data_prep.score, not per sample here
 
-    def __init__(self, cfg: PrepConfig, duplicates: frozenset[str] = frozenset()) -> None:
+    def __init__(self, cfg: PrepSettings, duplicates: frozenset[str] = frozenset()) -> None:
         self.prep = cfg
         self.cfg: Any = getattr(cfg.filters, self.name)
 
@@ -129,7 +129,7 @@ class Dedup(Filter):
 
     name, reasons, catches = "dedup", ("duplicate",), {"duplicate": ("duplicate",)}
 
-    def __init__(self, cfg: PrepConfig, duplicates: frozenset[str] = frozenset()) -> None:
+    def __init__(self, cfg: PrepSettings, duplicates: frozenset[str] = frozenset()) -> None:
         super().__init__(cfg)
         self.duplicates = duplicates
 
@@ -149,13 +149,13 @@ REASONS = {f.name: f.reasons for f in CHAIN}
 CATCHES = {label: reasons for f in CHAIN for label, reasons in f.catches.items()}
 
 
-def build_chain(cfg: PrepConfig, duplicates: frozenset[str] = frozenset()) -> list[Filter]:
+def build_chain(cfg: PrepSettings, duplicates: frozenset[str] = frozenset()) -> list[Filter]:
     """The per-sample filters that run under ``cfg``, in order (the CLIP filter is applied by data_prep.score)."""
     chain = [f(cfg, duplicates) for f in CHAIN if not f.batched]
     return [f for f in chain if f.runs]
 
 
-def enabled_steps(cfg: PrepConfig) -> dict[str, tuple[str, ...]]:
+def enabled_steps(cfg: PrepSettings) -> dict[str, tuple[str, ...]]:
     """The funnel's steps: the enabled filters in chain order, with their reasons."""
     return {f.name: f.reasons for f in CHAIN if getattr(cfg.filters, f.name).enabled}
 
@@ -177,7 +177,7 @@ def filter_part(batch: dict, cfg: PrepConfig) -> dict:
     return {"spec": np.array(specs), "payload": pack(kept, stats)}
 
 
-def run_chain(cfg: PrepConfig, items: Iterator[Sample | ReadError], chain: list[Filter],
+def run_chain(cfg: PrepSettings, items: Iterator[Sample | ReadError], chain: list[Filter],
               stats: PartStats) -> Iterator[Sample]:  # fmt: skip
     for sample in items:
         stats.input += 1

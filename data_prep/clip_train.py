@@ -234,7 +234,7 @@ def noise_world(count: int, mismatch: float, seed: int = 99, split: str = "heldo
 
 def _scored_pair(world: WorldConfig, index: int) -> tuple[bytes, str]:
     """A pair as a prep run scores it: the world's JPEG, decoded and fitted by the prep's own code."""
-    from data_prep.config import PrepConfig
+    from data_prep.config import PrepSettings
     from data_prep.filters import decode
     from data_prep.reencode import fit
     from data_prep.synthetic.render import encode_jpeg, render
@@ -242,8 +242,8 @@ def _scored_pair(world: WorldConfig, index: int) -> tuple[bytes, str]:
 
     plan = plan_sample(world, index)
     data = encode_jpeg(render(plan.scene), world.jpeg_quality)
-    image, info = decode(data, PrepConfig.max_side)
-    return fit(data, image, info, PrepConfig.max_side, PrepConfig.jpeg_quality)[0], plan.caption
+    image, info = decode(data, PrepSettings.max_side)
+    return fit(data, image, info, PrepSettings.max_side, PrepSettings.jpeg_quality)[0], plan.caption
 
 
 def scored_pairs(world: WorldConfig) -> tuple[list[bytes], list[str]]:

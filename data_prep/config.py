@@ -1,4 +1,4 @@
-"""Typed schema of a data-prep preset (configs/data/<preset>.yaml).
+"""The settings every data-prep run shares (configs/data/<preset>.yaml; the sources add their own sections).
 
 Filters run in the recipe's order (``data_prep.chain.CHAIN``); each has ``enabled`` and its own thresholds.
 """
@@ -73,51 +73,25 @@ class Filters:
 
 
 @dataclass
-class Download:
-    """img2dataset settings for the laion source."""
+class PrepSettings:
+    """What every prep run has, whatever its source. The full config (``data_prep.sources.PrepConfig``) adds
+    the source's name and each source's own section, which the source defines and checks."""
 
-    url_col: str = "URL"
-    caption_col: str = "TEXT"
-    timeout: float = 10.0  # seconds per request
-    retries: int = 0
-    processes: int = 2
-    threads: int = 16
-
-
-@dataclass
-class PrepConfig:
-    source: str = "synthetic"  # a name in data_prep.sources.SOURCES: synthetic | laion | folder | wds | llava
     output_dir: str = "data/synthetic"  # shards/ stats/ plots/ summary.json (and raw/ for synthetic, laion)
-    input: str = (
-        ""  # laion: parquet file or folder of them; folder: folder; wds: brace URLs; llava: JSON file
-    )
-    image_root: str = ""  # llava: folder the JSON's image paths are relative to
-    num_samples: int = 5000  # synthetic: raw image-text pairs to generate
     seed: int = 0  # synthetic world seed; also the shuffle seed of every output shard
-    split: str = "train"  # synthetic: train | heldout (sample seeds disjoint from train's, no noise)
     samples_per_shard: int = 1000  # input samples per unit of work; each becomes one output shard
     max_side: int = 512  # images are resized so that the longer side is at most this
     jpeg_quality: int = 95
     ray_address: str = ""  # "" = local Ray on this machine (or RAY_ADDRESS when set)
     workers: int = 0  # parallel filter tasks; 0 = one per CPU
     log_every: float = 10.0  # seconds between progress log lines
-    download: Download = field(default_factory=Download)
     filters: Filters = field(default_factory=Filters)
 
     def __post_init__(self) -> None:
-        # the source's own keys (input, image_root, split) are checked by the source (data_prep.sources)
-        for key in ("num_samples", "samples_per_shard", "max_side"):
+        for key in ("samples_per_shard", "max_side"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"key '{key}': must be > 0")
         if self.filters.aspect.max_ratio < 1:
             raise ConfigError("key 'filters.aspect.max_ratio': must be >= 1")
         if self.filters.clip.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("key 'filters.clip.device': must be auto, cpu or cuda")
-
-
-def require(cfg: PrepConfig, key: str) -> str:
-    """A key the configured source needs, or a ConfigError naming it."""
-    value = getattr(cfg, key)
-    if not value:
-        raise ConfigError(f"key '{key}': required for source {cfg.source!r}")
-    return value

@@ -8,12 +8,12 @@ import pickle
 
 from data_prep import filters as F
 from data_prep.batches import objects
-from data_prep.config import PrepConfig
+from data_prep.config import PrepSettings
 from data_prep.sample import Sample
-from data_prep.sources import read_part
+from data_prep.sources import PrepConfig, read_part
 
 
-def digest(cfg: PrepConfig, sample: Sample) -> bytes:
+def digest(cfg: PrepSettings, sample: Sample) -> bytes:
     text = sample.text
     if sample.image is not None and cfg.filters.text.enabled:
         text = F.clean_text(text)

@@ -24,10 +24,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.chain import CATCHES, enabled_steps, filter_part
-from data_prep.config import PrepConfig
 from data_prep.dedup import find_duplicates
 from data_prep.score import ClipStage, clip_threads
-from data_prep.sources import plan_parts, source_of
+from data_prep.sources import PrepConfig, check_source, plan_parts
 from data_prep.stats import InvariantError, balance, funnel, merge, quality
 from data_prep.write import write_json, write_part
 from pipeline.config import ConfigError, save_config
@@ -62,7 +61,6 @@ def init_ray(cfg: PrepConfig) -> int:
 def preflight(cfg: PrepConfig) -> None:
     """Everything the run needs, checked on the driver before anything is downloaded, generated or filtered:
     a problem is one ConfigError naming the key, not a failure hours later inside a Ray worker."""
-    source = source_of(cfg)
     out = Path(cfg.output_dir)
     try:
         for sub in ("shards", "stats", "plots"):
@@ -72,7 +70,7 @@ def preflight(cfg: PrepConfig) -> None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"key 'output_dir': cannot write into {out}: {e}") from None
-    source.check(cfg)
+    check_source(cfg)
     clip = cfg.filters.clip
     if clip.enabled and clip.pretrained != "synthetic":  # the synthetic scorer is trained when missing
         from data_prep.clip_score import ClipScorer

@@ -10,11 +10,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data_prep.config import PrepConfig  # noqa: E402
+from data_prep.config import PrepSettings  # noqa: E402
 from data_prep.stats import HISTOGRAMS  # noqa: E402
 
 
-def write_plots(summary: dict, out: Path, cfg: PrepConfig) -> list[Path]:
+def write_plots(summary: dict, out: Path, cfg: PrepSettings) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [_funnel(summary, out / "funnel.png")]
     hist = summary["histograms"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from data_prep.batches import pack, unpack
-from data_prep.config import PrepConfig
+from data_prep.config import PrepSettings
 
 
 class ClipStage:
-    def __init__(self, cfg: PrepConfig, scorer_dir: str | None, threads: int) -> None:
+    def __init__(self, cfg: PrepSettings, scorer_dir: str | None, threads: int) -> None:
         import torch
 
         from data_prep.clip_score import ClipScorer

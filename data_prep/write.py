@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.batches import unpack
-from data_prep.config import PrepConfig
+from data_prep.config import PrepSettings
 from data_prep.sample import Sample
 from data_prep.stats import InvariantError
 from pipeline.data.shard_format import sample_record, write_shard
@@ -30,7 +30,7 @@ def shard_record(sample: Sample) -> dict:
     return sample_record(sample.key, out, sample.caption, sample.image, sample.ext)
 
 
-def write_part(batch: dict, cfg: PrepConfig) -> dict:
+def write_part(batch: dict, cfg: PrepSettings) -> dict:
     """Ray Data task: each part's shard and stats file; returns one line of counts per part."""
     out = Path(cfg.output_dir)
     summaries = []

@@ -21,14 +21,13 @@ import webdataset  # noqa: F401 - imported here so that its start-up cost stays 
 from PIL import Image
 
 from data_prep.chain import filter_part
-from data_prep.config import PrepConfig
-from data_prep.sources import plan_parts
+from data_prep.sources import PrepConfig, plan_parts
 from data_prep.write import write_part
 from pipeline.config import CONFIG_ROOT, load_config
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/prep_profile")
 cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "synthetic.yaml", [
-    f"output_dir={out}", "num_samples=1000", "samples_per_shard=500", "filters.clip.enabled=false",
+    f"output_dir={out}", "synthetic.num_samples=1000", "samples_per_shard=500", "filters.clip.enabled=false",
 ])  # fmt: skip
 spec = plan_parts(cfg)[0]
 for sub in ("shards", "stats"):

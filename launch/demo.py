@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.config import PrepConfig
+from data_prep.sources import PrepConfig
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config, to_overrides
 from pipeline.schema import StageConfig
 
@@ -40,7 +40,9 @@ class DemoConfig:
     prep: dict[str, Any] = field(
         default_factory=dict
     )  # keys of configs/data/synthetic.yaml set for that prep
-    heldout: str = "data/heldout"  # the held-out world's shards (split=heldout: disjoint seeds, no noise)
+    heldout: str = (
+        "data/heldout"  # the held-out world's shards (synthetic.split=heldout: disjoint seeds, no noise)
+    )
     heldout_samples: int = 300
     vision_init: str = "scorer"  # scorer: the prep's CLIP scorer initialises the ViT | none: a fresh ViT
     eval_limit: int = 100  # held-out items per task at each stage end (each also image-blind)
@@ -190,8 +192,8 @@ def run(cfg: DemoConfig) -> dict:
     phases("prep", lambda: _prep_done(cfg.data),
            lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *cfg.prep_overrides()))  # fmt: skip
     phases("heldout", lambda: _prep_done(cfg.heldout),
-           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "split=heldout",
-                           f"num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
+           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "synthetic.split=heldout",
+                           f"synthetic.num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
     heldout = _shards(cfg.heldout)
     evaluation = [f"eval.shards={heldout}", f"eval.limit={cfg.eval_limit}"]
     shards = f"data.shards={_shards(cfg.data)}"

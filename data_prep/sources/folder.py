@@ -6,26 +6,32 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.config import PrepConfig, require
+from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, labelled, sample_key, text_only
 from pipeline.config import ConfigError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-def check(cfg: PrepConfig) -> None:
-    if not Path(require(cfg, "input")).is_dir():
-        raise ConfigError(f"key 'input': folder {cfg.input} not found")
+@dataclass
+class Config:
+    input: str = ""  # the folder, searched recursively
 
 
-def plan(cfg: PrepConfig) -> list[dict]:
-    return folder_parts(Path(cfg.input), cfg.samples_per_shard)
+def check(cfg: PrepSettings, src: Config) -> None:
+    if not src.input or not Path(src.input).is_dir():
+        raise ConfigError(f"key 'folder.input': folder {src.input!r} not found")
 
 
-def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
-    return read_folder(Path(cfg.input), spec)
+def plan(cfg: PrepSettings, src: Config) -> list[dict]:
+    return folder_parts(Path(src.input), cfg.samples_per_shard)
+
+
+def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:
+    return read_folder(Path(src.input), spec)
 
 
 def folder_parts(root: Path, per: int) -> list[dict]:

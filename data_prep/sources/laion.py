@@ -1,4 +1,4 @@
-"""laion: a LAION-style parquet (URL and caption columns) downloaded with img2dataset.
+"""laion: a LAION-style parquet (``laion.input``: URL and caption columns) downloaded with img2dataset.
 
 img2dataset writes ``raw/{shard:05d}.tar`` (the images as downloaded: no re-encoding, so the decode filter sees
 exactly what the server sent) with ``{shard:05d}.parquet`` holding every input row and its download status.
@@ -12,11 +12,12 @@ import logging
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from data_prep.config import PrepConfig, require
+from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key
 from pipeline.config import ConfigError
 from pipeline.data.shard_format import read_shard
@@ -24,33 +25,50 @@ from pipeline.data.shard_format import read_shard
 log = logging.getLogger("data_prep")
 
 
-def check(cfg: PrepConfig) -> None:
-    require(cfg, "input")
-    input_rows(cfg)
+@dataclass
+class Download:
+    """img2dataset's settings."""
+
+    url_col: str = "URL"
+    caption_col: str = "TEXT"
+    timeout: float = 10.0  # seconds per request
+    retries: int = 0
+    processes: int = 2
+    threads: int = 16
 
 
-def input_rows(cfg: PrepConfig) -> int:
-    path = Path(cfg.input)
+@dataclass
+class Config:
+    input: str = ""  # a parquet file or a folder of them
+    download: Download = field(default_factory=Download)
+
+
+def check(cfg: PrepSettings, src: Config) -> None:
+    input_rows(src)
+
+
+def input_rows(src: Config) -> int:
+    path = Path(src.input)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files or not all(f.is_file() for f in files):
-        raise ConfigError(f"key 'input': no parquet file at {path}")
+    if not src.input or not files or not all(f.is_file() for f in files):
+        raise ConfigError(f"key 'laion.input': no parquet file at {src.input!r}")
     for f in files:
         names = pq.read_schema(f).names
-        for key, column in (("url_col", cfg.download.url_col), ("caption_col", cfg.download.caption_col)):
+        for key, column in (("url_col", src.download.url_col), ("caption_col", src.download.caption_col)):
             if column not in names:
-                raise ConfigError(f"{f}: no column {column!r} (key 'download.{key}'); columns: {names}")
+                raise ConfigError(f"{f}: no column {column!r} (key 'laion.download.{key}'); columns: {names}")
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def plan(cfg: PrepConfig) -> list[dict]:
+def plan(cfg: PrepSettings, src: Config) -> list[dict]:
     """Download (or resume downloading) into ``output_dir/raw``; one part per img2dataset shard."""
     import img2dataset
 
-    rows = input_rows(cfg)
+    rows = input_rows(src)
     raw = Path(cfg.output_dir) / "raw"
-    d = cfg.download
+    d = src.download
     img2dataset.download(
-        url_list=str(cfg.input),
+        url_list=str(src.input),
         input_format="parquet",
         url_col=d.url_col,
         caption_col=d.caption_col,
@@ -90,7 +108,7 @@ def error_kind(message: str | None) -> str:
     return "download_error"
 
 
-def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
+def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:
     if "missing" in spec:
         for i in range(spec["missing"]):
             where = f"shard {spec['part']:05d} row {i}"

@@ -1,4 +1,4 @@
-"""llava: a LLaVA-format JSON list (``input``) with an image folder (``image_root``); each entry's
+"""llava: a LLaVA-format JSON list (``llava.input``) with an image folder (``llava.image_root``); each entry's
 conversations become ChatML messages, its image path is resolved inside the folder only."""
 
 from __future__ import annotations
@@ -7,32 +7,40 @@ import json
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from data_prep.config import PrepConfig, require
+from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key, text_only
 from pipeline.config import ConfigError
 
 
-def check(cfg: PrepConfig) -> None:
-    image_root = require(cfg, "image_root")
-    _entries(str(Path(require(cfg, "input")).resolve()))
-    if not Path(image_root).is_dir():
-        raise ConfigError(f"key 'image_root': folder {cfg.image_root} not found")
+@dataclass
+class Config:
+    input: str = ""  # the JSON list
+    image_root: str = ""  # the folder the JSON's image paths are relative to
 
 
-def plan(cfg: PrepConfig) -> list[dict]:
-    n, per = len(_entries(str(Path(cfg.input).resolve()))), cfg.samples_per_shard
+def check(cfg: PrepSettings, src: Config) -> None:
+    if not src.image_root:
+        raise ConfigError("key 'llava.image_root': required (the folder of the JSON's images)")
+    _entries(str(Path(src.input).resolve()))
+    if not Path(src.image_root).is_dir():
+        raise ConfigError(f"key 'llava.image_root': folder {src.image_root} not found")
+
+
+def plan(cfg: PrepSettings, src: Config) -> list[dict]:
+    n, per = len(_entries(str(Path(src.input).resolve()))), cfg.samples_per_shard
     return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
 
 
-def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
-    entries = _entries(str(Path(cfg.input).resolve()))
-    root = Path(cfg.image_root)
+def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:
+    entries = _entries(str(Path(src.input).resolve()))
+    root = Path(src.image_root)
     for position, index in enumerate(range(spec["start"], spec["end"])):
         entry, key = entries[index], sample_key(spec["part"], position)
-        where = f"{cfg.input}[{index}]"
+        where = f"{src.input}[{index}]"
         source_id = str(entry["id"]) if isinstance(entry, dict) and entry.get("id") is not None else where
         try:
             messages = llava_messages(entry["conversations"])
@@ -63,9 +71,9 @@ def _entries(path: str) -> list:
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"key 'input': cannot read LLaVA JSON {path}: {e}") from None
+        raise ConfigError(f"key 'llava.input': cannot read LLaVA JSON {path}: {e}") from None
     if not isinstance(entries, list):
-        raise ConfigError(f"key 'input': {path} must hold a JSON list of samples")
+        raise ConfigError(f"key 'llava.input': {path} must hold a JSON list of samples")
     return entries
 
 

@@ -1,14 +1,15 @@
 """synthetic: the embedded world, generated once into ``output_dir/raw`` as a folder source (images with
-caption and metadata sidecars, the noise labels among them)."""
+caption and metadata sidecars, the noise labels among them). Its seed is the prep's ``seed``."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.config import PrepConfig
+from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample
 from data_prep.sources.folder import folder_parts, read_folder
 from pipeline.config import ConfigError
@@ -16,40 +17,48 @@ from pipeline.config import ConfigError
 log = logging.getLogger("data_prep")
 
 
-def check(cfg: PrepConfig) -> None:
-    if cfg.split not in ("train", "heldout"):
-        raise ConfigError(f"key 'split': {cfg.split!r} is not one of ('train', 'heldout')")
+@dataclass
+class Config:
+    num_samples: int = 5000  # raw image-text pairs to generate (plus 10% text-only samples)
+    split: str = "train"  # train | heldout (sample seeds disjoint from train's, no noise)
+
+
+def check(cfg: PrepSettings, src: Config) -> None:
+    if src.split not in ("train", "heldout"):
+        raise ConfigError(f"key 'synthetic.split': {src.split!r} is not one of ('train', 'heldout')")
+    if src.num_samples <= 0:
+        raise ConfigError("key 'synthetic.num_samples': must be > 0")
     world = _raw(cfg) / "world.json"
     if world.is_file():
         done = json.loads(world.read_text())["config"]
         made = (done["num_samples"], done["seed"], done.get("split", "train"))
-        if made != (cfg.num_samples, cfg.seed, cfg.split):
+        if made != (src.num_samples, cfg.seed, src.split):
             raise ConfigError(
                 f"key 'output_dir': {world}: a world with num_samples={made[0]} seed={made[1]} split={made[2]} "
                 "is there; use another output_dir or delete it"
             )
 
 
-def plan(cfg: PrepConfig) -> list[dict]:
+def plan(cfg: PrepSettings, src: Config) -> list[dict]:
     from data_prep.synthetic import WorldConfig, generate
     from data_prep.synthetic.world import split_noise
 
-    check(cfg)
+    check(cfg, src)
     out = _raw(cfg)
     if (out / "world.json").is_file():
-        log.info("synthetic world already at %s (%d pairs, seed %d)", out, cfg.num_samples, cfg.seed)
+        log.info("synthetic world already at %s (%d pairs, seed %d)", out, src.num_samples, cfg.seed)
     else:
-        noise = split_noise(cfg.split)
-        generate(WorldConfig(num_samples=cfg.num_samples, seed=cfg.seed, split=cfg.split, noise=noise), out)
+        noise = split_noise(src.split)
+        generate(WorldConfig(num_samples=src.num_samples, seed=cfg.seed, split=src.split, noise=noise), out)
         # the contact sheet is for people, not an input sample
         (Path(cfg.output_dir) / "plots").mkdir(parents=True, exist_ok=True)
         (out / "preview.png").replace(Path(cfg.output_dir) / "plots" / "world_preview.png")
     return folder_parts(out, cfg.samples_per_shard)
 
 
-def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
+def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:
     return read_folder(_raw(cfg), spec)
 
 
-def _raw(cfg: PrepConfig) -> Path:
+def _raw(cfg: PrepSettings) -> Path:
     return Path(cfg.output_dir) / "raw"

@@ -1,23 +1,29 @@
-"""wds: existing webdataset shards (``input`` is brace-expanded URLs), read through the shard format."""
+"""wds: existing webdataset shards (``wds.input``: brace-expanded URLs), read through the shard format."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from data_prep.config import PrepConfig, require
+from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, labelled, sample_key, text_only
 from pipeline.data.shard_format import Skip, expand_urls, parse, read_shard
 
 
-def check(cfg: PrepConfig) -> None:
-    expand_urls(require(cfg, "input"), key="input")
+@dataclass
+class Config:
+    input: str = ""  # brace-expanded URLs or paths; '::' joins several sets
 
 
-def plan(cfg: PrepConfig) -> list[dict]:
-    return [{"part": i, "url": url} for i, url in enumerate(expand_urls(cfg.input, key="input"))]
+def check(cfg: PrepSettings, src: Config) -> None:
+    expand_urls(src.input, key="wds.input")
 
 
-def read(cfg: PrepConfig, spec: dict) -> Iterator[Sample | ReadError]:
+def plan(cfg: PrepSettings, src: Config) -> list[dict]:
+    return [{"part": i, "url": url} for i, url in enumerate(expand_urls(src.input, key="wds.input"))]
+
+
+def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:
     url, position = spec["url"], 0
     try:
         for raw in read_shard(url):

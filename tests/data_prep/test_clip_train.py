@@ -13,7 +13,7 @@ from data_prep.clip_train import (
     scored_pairs,
     train,
 )
-from data_prep.config import ClipFilter, PrepConfig
+from data_prep.config import ClipFilter, PrepSettings
 from pipeline.data.shard_format import open_image
 
 
@@ -32,7 +32,7 @@ def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what
     # the stored calibration is what the prep's scorer gives on held-out pairs written and fitted as prep
     # writes and fits them (a calibration on other pixels moves the threshold)
     bad_images, bad_captions = scored_pairs(noise_world(20, 1.0))
-    assert max(max(open_image(b).size) for b in bad_images) <= PrepConfig.max_side
+    assert max(max(open_image(b).size) for b in bad_images) <= PrepSettings.max_side
     clean = scorer.score(*scored_pairs(noise_world(40, 0.0)))
     expected = best_threshold(clean, scorer.score(bad_images, bad_captions), cfg.prevalence)
     assert info["threshold"] == expected.pop("threshold") and info["calibration"] == expected

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from data_prep.chain import REASONS
-from data_prep.config import PrepConfig
 from data_prep.job import run
+from data_prep.sources import PrepConfig
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.loader import read_record
 from pipeline.data.shard_format import read_shard, read_shards
@@ -37,7 +37,7 @@ def shard_samples(summary: dict) -> list[dict]:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("prep") / "synthetic"
-    cfg = prep_config(SYNTHETIC, f"output_dir={out}", "num_samples=300", "samples_per_shard=100",
+    cfg = prep_config(SYNTHETIC, f"output_dir={out}", "synthetic.num_samples=300", "samples_per_shard=100",
                       "filters.clip.enabled=false")  # fmt: skip
     return cfg, run(cfg)
 
@@ -141,7 +141,7 @@ def bad_folder(root: Path) -> dict[str, str]:
 def test_each_bad_sample_is_counted_under_its_own_reason(tmp_path, tiny_clip):
     bad_folder(tmp_path / "in")
     cfg = prep_config(
-        CONFIG_ROOT / "data" / "folder.yaml", f"input={tmp_path / 'in'}", f"output_dir={tmp_path / 'out'}",
+        CONFIG_ROOT / "data" / "folder.yaml", f"folder.input={tmp_path / 'in'}", f"output_dir={tmp_path / 'out'}",
         "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tiny_clip}", "filters.clip.threshold=-1.0", "samples_per_shard=5",
     )  # fmt: skip
     summary = run(cfg)
@@ -165,7 +165,7 @@ def test_each_bad_sample_is_counted_under_its_own_reason(tmp_path, tiny_clip):
 def test_kill_9_then_rerun_finishes_with_the_same_kept_set(tmp_path, synthetic):
     _, reference = synthetic
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "data_prep", "--config", str(SYNTHETIC), f"output_dir={out}", "num_samples=300",
+    cmd = [sys.executable, "-m", "data_prep", "--config", str(SYNTHETIC), f"output_dir={out}", "synthetic.num_samples=300",
            "samples_per_shard=20", "filters.clip.enabled=false", "workers=2"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
@@ -212,7 +212,7 @@ def test_a_ray_cluster_gives_the_same_shards_and_counts_as_local_ray(tmp_path, s
                             env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     out = tmp_path / "cluster"
-    cmd = [sys.executable, "-m", "data_prep", "--config", str(SYNTHETIC), f"output_dir={out}", "num_samples=300",
+    cmd = [sys.executable, "-m", "data_prep", "--config", str(SYNTHETIC), f"output_dir={out}", "synthetic.num_samples=300",
            "samples_per_shard=100", "filters.clip.enabled=false", f"ray_address=127.0.0.1:{port}"]  # fmt: skip
     try:
         for _ in range(3):  # the head needs a few seconds before it takes clients

@@ -18,23 +18,25 @@ def test_prep_rejects_a_bad_key_by_name(capsys):
 
 def test_prep_names_a_missing_input(tmp_path, capsys):
     folder = str(CONFIG_ROOT / "data" / "folder.yaml")
-    assert main(["--config", folder, f"input={tmp_path / 'nope'}", f"output_dir={tmp_path / 'out'}"]) == 2
+    assert (
+        main(["--config", folder, f"folder.input={tmp_path / 'nope'}", f"output_dir={tmp_path / 'out'}"]) == 2
+    )
     err = capsys.readouterr().err
-    assert "key 'input'" in err and "nope" in err
+    assert "key 'folder.input'" in err and "nope" in err
 
 
 def test_laion_with_clip_weights_that_cannot_load_fails_in_one_line_before_downloading(tmp_path, capsys):
     parquet = tmp_path / "urls.parquet"
     pq.write_table(pa.table({"URL": ["http://127.0.0.1:9/a.jpg"], "TEXT": ["a caption"]}), parquet)
     out = tmp_path / "out"
-    args = ["--config", str(CONFIG_ROOT / "data" / "laion.yaml"), f"input={parquet}", f"output_dir={out}",
+    args = ["--config", str(CONFIG_ROOT / "data" / "laion.yaml"), f"laion.input={parquet}", f"output_dir={out}",
             "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tmp_path / 'missing.safetensors'}"]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: key 'filters.clip.pretrained'")
     assert not (out / "raw").exists()  # nothing was downloaded
-    assert main([*args[:4], "download.url_col=url", f"output_dir={out}"]) == 2
-    assert "download.url_col" in capsys.readouterr().err
+    assert main([*args[:4], "laion.download.url_col=url", f"output_dir={out}"]) == 2
+    assert "laion.download.url_col" in capsys.readouterr().err
 
 
 def test_an_output_dir_that_cannot_be_written_is_named(tmp_path, capsys):

@@ -12,9 +12,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from data_prep.config import PrepConfig
 from data_prep.job import run
-from data_prep.sources import source_of
+from data_prep.sources import PrepConfig, check_source
 from data_prep.sources.laion import error_kind
 from data_prep.sources.llava import llava_messages
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
@@ -53,8 +52,8 @@ def test_laion_preset_downloads_with_img2dataset_and_counts_every_failure(tmp_pa
     captions = [f"{CAPTION.format('red')} Photo {i}." for i in range(len(kinds))]
     pq.write_table(pa.table({"URL": urls, "TEXT": captions}), tmp_path / "pairs.parquet")
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "laion.yaml", [
-        f"input={tmp_path / 'pairs.parquet'}", f"output_dir={tmp_path / 'out'}", "samples_per_shard=8",
-        f"download.timeout={CLIENT_TIMEOUT}", "download.processes=1", "download.threads=8",
+        f"laion.input={tmp_path / 'pairs.parquet'}", f"output_dir={tmp_path / 'out'}", "samples_per_shard=8",
+        f"laion.download.timeout={CLIENT_TIMEOUT}", "laion.download.processes=1", "laion.download.threads=8",
         "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tiny_clip}", "filters.clip.threshold=-1.0",
     ])  # fmt: skip
     summary = run(cfg)
@@ -78,14 +77,14 @@ def test_error_kinds_from_img2dataset_messages():
 def test_laion_input_without_the_url_column_names_the_key(tmp_path):
     pq.write_table(pa.table({"url": ["http://x/1"], "TEXT": ["a"]}), tmp_path / "p.parquet")
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "laion.yaml",
-                      [f"input={tmp_path / 'p.parquet'}", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
-    with pytest.raises(ConfigError, match="download.url_col"):
+                      [f"laion.input={tmp_path / 'p.parquet'}", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    with pytest.raises(ConfigError, match="laion.download.url_col"):
         run(cfg)
 
 
 def test_wds_source_keeps_task_metadata_and_text_only_samples(tmp_path, world_shards, tiny_clip):
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
-        f"input={world_shards}", f"output_dir={tmp_path / 'out'}",
+        f"wds.input={world_shards}", f"output_dir={tmp_path / 'out'}",
         "filters.clip.arch=tiny-ViT-14", f"filters.clip.pretrained={tiny_clip}", "filters.clip.threshold=-1.0",
     ])  # fmt: skip
     summary = run(cfg)
@@ -108,7 +107,7 @@ def test_wds_source_counts_a_truncated_shard(tmp_path):
         good.read_bytes()[: good.stat().st_size // 2 + 700]
     )  # cut inside the 4th sample's .txt
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
-        f"input={tmp_path}/{{good,broken}}.tar", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
+        f"wds.input={tmp_path}/{{good,broken}}.tar", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
         "filters.dedup.enabled=false",  # the broken shard repeats the good one
     ])  # fmt: skip
     summary = run(cfg)
@@ -149,7 +148,7 @@ def test_llava_source_becomes_chatml_samples(tmp_path):
     ]  # fmt: skip
     (tmp_path / "llava.json").write_text(json.dumps(entries))
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "llava.yaml", [
-        f"input={tmp_path / 'llava.json'}", f"image_root={images}", f"output_dir={tmp_path / 'out'}",
+        f"llava.input={tmp_path / 'llava.json'}", f"llava.image_root={images}", f"output_dir={tmp_path / 'out'}",
     ])  # fmt: skip
     summary = run(cfg)
     assert summary["errors"] == {"missing_file": 1, "bad_metadata": 2}  # missing image; path escape; bad role
@@ -190,7 +189,7 @@ def test_prep_writes_what_a_viewer_shows_and_a_repeated_member_costs_one_sample(
             members.append(("twice.txt", CAPTION.format("blue").encode()))
     write_tar(tmp_path / "in.tar", members)
     cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / "wds.yaml", [
-        f"input={tmp_path / 'in.tar'}", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
+        f"wds.input={tmp_path / 'in.tar'}", f"output_dir={tmp_path / 'out'}", "filters.clip.enabled=false",
     ])  # fmt: skip
     summary = run(cfg)
     assert summary["errors"] == {"bad_member": 1} and summary["kept"] == 4  # the samples after it too
@@ -207,12 +206,18 @@ def test_prep_writes_what_a_viewer_shows_and_a_repeated_member_costs_one_sample(
     assert out["plain"]["jpg"] == images["plain"][0]  # already viewable: the bytes are kept
 
 
-def test_each_source_checks_its_own_keys_and_the_registry_its_name():
+def test_each_source_checks_its_own_section_and_the_config_its_name():
     cfg = load_config(PrepConfig, None, ["source=folder"])
-    with pytest.raises(ConfigError, match="key 'input': required for source 'folder'"):
-        source_of(cfg).check(cfg)
-    llava = load_config(PrepConfig, None, ["source=llava", "input=x.json"])
-    with pytest.raises(ConfigError, match="key 'image_root'"):
-        source_of(llava).check(llava)
+    with pytest.raises(ConfigError, match="key 'folder.input': folder '' not found"):
+        check_source(cfg)
+    llava = load_config(PrepConfig, None, ["source=llava", "llava.input=x.json"])
+    with pytest.raises(ConfigError, match="key 'llava.image_root': required"):
+        check_source(llava)
+    laion = load_config(PrepConfig, None, ["source=laion"])
+    with pytest.raises(ConfigError, match="key 'laion.input'"):
+        check_source(laion)
     with pytest.raises(ConfigError, match="key 'source': 'nope' is not one of"):
-        source_of(load_config(PrepConfig, None, ["source=nope"]))
+        load_config(PrepConfig, None, ["source=nope"])
+    with pytest.raises(ConfigError, match="laion.downlaod"):  # a section is typed like every config
+        load_config(PrepConfig, None, ["laion.downlaod.threads=4"])
+    assert load_config(PrepConfig, None, ["source=wds", "wds.input=a.tar"]).source_config.input == "a.tar"
