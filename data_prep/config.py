@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config import ConfigError
+from pipeline.config import TINY_TOWER, ConfigError
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ClipFilter:
     enabled: bool = True
     # open_clip architecture with a pretrained tag or a local checkpoint; "synthetic" trains (once, cached
     # under .cache/clip/) the tiny scorer on clean synthetic pairs
-    arch: str = "tiny-ViT-14"
+    arch: str = TINY_TOWER  # the embedded default's tower (pipeline.config), which starts from this scorer
     pretrained: str = "synthetic"
     threshold: float | None = None  # cosine similarity; None: the calibrated threshold stored with the scorer
     batch_size: int = 256

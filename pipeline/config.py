@@ -24,6 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+# The embedded default's vision tower (configs/model/open_clip/tiny-ViT-14.json), named once: the synthetic
+# CLIP scorer that data prep trains is this architecture, and the tiny model's tower starts from that scorer.
+TINY_TOWER = "tiny-ViT-14"
 
 
 @functools.cache

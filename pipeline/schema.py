@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import ConfigError
+from pipeline.config import TINY_TOWER, ConfigError
 
 MODULE_GROUPS = ("vision", "adapter", "llm")
 TASKS = ("caption", "vqa", "grounded_caption", "ref", "ocr", "text", "chatml")
@@ -26,7 +26,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 @dataclass
 class VisionConfig:
-    arch: str = "tiny-ViT-14"  # open_clip architecture; configs/model/open_clip/*.json are registered too
+    arch: str = TINY_TOWER  # open_clip architecture; configs/model/open_clip/*.json are registered too
     pretrained: str | None = None  # open_clip pretrained tag or a local checkpoint file; None = random init
 
 
