@@ -9,8 +9,7 @@ from PIL import Image
 from data_prep.chain import CATCHES, CHAIN, REASONS, build_chain, run_chain
 from data_prep.config import Filters
 from data_prep.sample import ReadError, Sample
-from data_prep.sources import PrepConfig, folder
-from data_prep.sources import folder as folder_source
+from data_prep.sources import PrepConfig, folder, plan_parts, read_part
 from data_prep.stats import PartStats, merge, quality
 
 
@@ -75,9 +74,9 @@ def test_hand_labelled_samples_of_any_source_get_precision_and_recall(tmp_path):
         Image.new("RGB", size, "blue").save(tmp_path / f"{name}.png")
         (tmp_path / f"{name}.txt").write_text("A blue image on a plain background.")
         (tmp_path / f"{name}.json").write_text(json.dumps({"noise": label, "tasks": {}}))
-    cfg = PrepConfig(source="folder", folder=folder_source.Config(input=str(tmp_path)))
-    (spec,) = folder.plan(cfg)
-    kept, s = _run(cfg, list(folder.read(cfg, spec)))
+    cfg = PrepConfig(source="folder", folder=folder.Config(input=str(tmp_path)))
+    (spec,) = plan_parts(cfg)
+    kept, s = _run(cfg, list(read_part(cfg, spec)))
     q = quality(merge([s.to_dict()]), CATCHES)["small"]
     assert (q["samples"], q["caught"], q["flagged"], q["recall"], q["precision"]) == (1, 1, 2, 1.0, 0.5)
     assert [x.source_id for x in kept] == ["a.png"] and "noise" not in kept[0].meta

@@ -23,7 +23,7 @@ KEYS = {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"}
 
 def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     overrides = [f"output_dir={tmp_path / 'runs'}", f"data={tmp_path / 'world'}", f"heldout={tmp_path / 'heldout'}",
-                 "prep={num_samples: 120, samples_per_shard: 60, filters: {clip: {enabled: false}}}",
+                 "prep={synthetic: {num_samples: 120}, samples_per_shard: 60, filters: {clip: {enabled: false}}}",
                  "heldout_samples=40", "ranks=1", "vision_init=none", "eval_limit=3", "report_images=2",
                  *(f"stages.{s}={SHORT}" for s in STAGES), *extra]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
