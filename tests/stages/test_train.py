@@ -14,6 +14,7 @@ from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.metrics import read_metrics
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import StageConfig
+from stages.hooks import Hook, default_hooks
 from stages.train import NonFiniteLoss, Trainer
 
 pytestmark = pytest.mark.slow
@@ -132,3 +133,19 @@ def test_bad_inputs_name_the_key(tmp_path, world_shards):
     )
     with pytest.raises(ValueError, match=re.escape(str(folder)) + ".*does not fit"):
         trainer(wider)
+
+
+def test_hooks_run_after_every_step_and_at_the_end_after_the_export(tmp_path, world_shards):
+    calls = []
+
+    class Record(Hook):
+        def on_step(self, trainer, batch):
+            calls.append(("step", trainer.step, len(batch["keys"])))
+
+        def on_end(self, trainer):
+            calls.append(("end", trainer.step, (trainer.final_dir / "model.safetensors").is_file()))
+
+    cfg = stage_cfg("stage1", tmp_path, world_shards, "train.init_from=null")
+    trainer_ = Trainer(cfg, backend_class().init_distributed(), hooks=[*default_hooks(), Record()])
+    trainer_.train()
+    assert calls == [("step", 1, 2), ("step", 2, 2), ("step", 3, 2), ("end", 3, True)]
