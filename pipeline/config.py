@@ -106,12 +106,12 @@ def to_overrides(schema: type, tree: dict[str, Any], prefix: str = "") -> list[s
     order (what ``load_config`` reads back to the same values): nested dataclasses become dotted keys; a
     free-form mapping or a list is written whole (``data.tasks={caption: 2, vqa: 1}``). Keys are checked
     against the schema, so a typo is an error here, naming it."""
+    fields, kinds = {f.name for f in dataclasses.fields(schema)}, typing.get_type_hints(schema)
     out = []
     for key, value in tree.items():
-        fields = [f.name for f in dataclasses.fields(schema)]
         if key not in fields:
             raise ConfigError(f"key '{prefix}{key}': not a key of {schema.__name__}; known: {sorted(fields)}")
-        kind = typing.get_type_hints(schema)[key]
+        kind = kinds[key]
         if isinstance(value, dict) and dataclasses.is_dataclass(kind):
             out += to_overrides(kind, value, f"{prefix}{key}.")
         else:
