@@ -33,23 +33,19 @@ STAGES = ("stage0", "stage1", "stage2", "stage3")
 class DemoConfig:
     name: str = "demo"  # run.name of every stage: outputs under <output_dir>/<name>/
     output_dir: str = "runs"
-    ranks: int = (
-        1  # processes per stage under the deepspeed launcher (CPU: DeepSpeed's CPU accelerator, gloo)
-    )
+    # processes per stage under the deepspeed launcher (CPU: DeepSpeed's CPU accelerator, gloo)
+    ranks: int = 1
     data: str = "data/synthetic"  # `make prep`'s output: reused when its summary.json is there
-    prep: dict[str, Any] = field(
-        default_factory=dict
-    )  # keys of configs/data/synthetic.yaml set for that prep
-    heldout: str = (
-        "data/heldout"  # the held-out world's shards (synthetic.split=heldout: disjoint seeds, no noise)
-    )
+    # keys of configs/data/synthetic.yaml set for that prep, as a mapping
+    prep: dict[str, Any] = field(default_factory=dict)
+    # the held-out world's shards (synthetic.split=heldout: disjoint seeds, no noise)
+    heldout: str = "data/heldout"
     heldout_samples: int = 300
     vision_init: str = "scorer"  # scorer: the prep's CLIP scorer initialises the ViT | none: a fresh ViT
     eval_limit: int = 100  # held-out items per task at each stage end (each also image-blind)
     report_images: int = 8  # held-out images in the report's grid
-    stages: dict[str, dict[str, Any]] = field(
-        default_factory=dict
-    )  # stage -> its stage-config keys, in chain order
+    # stage -> its settings in that stage config's keys, in chain order
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vision_init not in ("scorer", "none"):
