@@ -266,6 +266,11 @@ def calibrate(out: Path, cfg: ScorerConfig) -> dict:
     return best_threshold(clean, bad, cfg.prevalence)
 
 
+def precision_at(recall: float, clean_fpr: float, prevalence: float) -> float:
+    """Precision of the mismatch flag when ``prevalence`` of the pairs are mismatched."""
+    return recall * prevalence / max(recall * prevalence + clean_fpr * (1 - prevalence), 1e-12)
+
+
 def best_threshold(clean: np.ndarray, bad: np.ndarray, prevalence: float) -> dict:
     """Scores below the threshold are flagged. The threshold maximises the smaller of precision and recall (the
     goal asks both of them, and F1's best sits at a precision near 1 with a lower recall), then F1. Precision
@@ -273,7 +278,7 @@ def best_threshold(clean: np.ndarray, bad: np.ndarray, prevalence: float) -> dic
     best = {"f1": -1.0, "min": -1.0}
     for t in np.unique(np.concatenate([clean, bad])):
         recall, fpr = float((bad < t).mean()), float((clean < t).mean())
-        precision = recall * prevalence / max(recall * prevalence + fpr * (1 - prevalence), 1e-12)
+        precision = precision_at(recall, fpr, prevalence)
         f1 = 2 * precision * recall / max(precision + recall, 1e-12)
         if (min(precision, recall), f1) > (best["min"], best["f1"]):
             best = {
@@ -316,7 +321,7 @@ def error_analysis(
     good, bad = scorer.score(*scored_pairs(clean_world)), scorer.score(*scored_pairs(bad_world))
     clean_plans = [plan_sample(clean_world, i) for i in range(clean)]
     bad_plans = [plan_sample(bad_world, i) for i in range(mismatched)]
-    t, p = info["threshold"], 0.05
+    t = info["threshold"]
     fpr, recall = float((good < t).mean()), float((bad < t).mean())
     zh = np.array([q.lang == "zh" for q in clean_plans])
     t95 = float(np.quantile(bad, 0.95))
@@ -325,7 +330,7 @@ def error_analysis(
     return {
         "split": split, "clean": clean, "mismatched": mismatched,
         "stored_threshold": {"threshold": t, "clean_fpr": round(fpr, 4), "recall": round(recall, 4),
-                             "precision_at_5pct": round(recall * p / max(recall * p + fpr * (1 - p), 1e-12), 4)},
+                             "precision_at_5pct": round(precision_at(recall, fpr, 0.05), 4)},
         "best_at_5pct": best_threshold(good, bad, 0.05),
         "best_balanced": best_threshold(good, bad, 0.5),
         "mean_score": {"clean_en": round(float(good[~zh].mean()), 4), "clean_zh": round(float(good[zh].mean()), 4),

@@ -140,12 +140,12 @@ def scorer_weights(cfg: DemoConfig, stage: str) -> Path:
     return Path(scorer) / info["weights"]
 
 
-def stage_command(cfg: DemoConfig, stage: str, extra: list[str]) -> tuple[list[str], dict[str, str]]:
+def stage_command(cfg: DemoConfig, stage: str, overrides: list[str]) -> tuple[list[str], dict[str, str]]:
     """The launcher command a user would type for one stage of the chain (``deepspeed --num_gpus N``), and
     its environment."""
     from pipeline.backends import backend_class
 
-    args = [f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *extra, *cfg.stage_overrides(stage)]
+    args = [f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *overrides]
     return backend_class().launcher_command(str(Path(__file__).with_name(f"{stage}.py")), args, cfg.ranks)
 
 
@@ -179,14 +179,14 @@ def run(cfg: DemoConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo.yaml")
     chain = [s for s in STAGES if s in cfg.stages]
-    for stage in chain:  # every stage's settings checked before the first phase runs
-        cfg.stage_overrides(stage)
-    cfg.prep_overrides()
+    # every stage's settings checked (and turned into its command line) before the first phase runs
+    overrides = {stage: cfg.stage_overrides(stage) for stage in chain}
+    prep = cfg.prep_overrides()
     phases = Phases(out / "phases.json")
     synthetic = str(CONFIG_ROOT / "data" / "synthetic.yaml")
 
     phases("prep", lambda: _prep_done(cfg.data),
-           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *cfg.prep_overrides()))  # fmt: skip
+           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *prep))  # fmt: skip
     phases("heldout", lambda: _prep_done(cfg.heldout),
            lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "synthetic.split=heldout",
                            f"synthetic.num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
@@ -199,7 +199,7 @@ def run(cfg: DemoConfig) -> dict:
             extra.append(f"train.init_from={out / before / 'final'}")
         if stage == chain[0] and cfg.vision_init == "scorer":  # the first stage builds the model
             extra.append(f"model.vision.pretrained={scorer_weights(cfg, stage)}")
-        command, env = stage_command(cfg, stage, extra)
+        command, env = stage_command(cfg, stage, [*extra, *overrides[stage]])
         final = out / stage / "final"
         phases(stage, lambda f=final: (f / "eval.json").is_file(),
                lambda c=command, e=env: subprocess.run(c, check=True, env=e))  # fmt: skip
