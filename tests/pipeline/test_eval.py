@@ -7,7 +7,7 @@ import torch
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.shard_format import expand_urls
-from pipeline.eval import METRICS, eval_items, evaluate, image_use, scores
+from pipeline.eval import METRICS, by_question_type, eval_items, evaluate, image_use, scores
 from pipeline.model.vision import image_transform
 from pipeline.schema import ModelConfig
 
@@ -45,7 +45,21 @@ def test_evaluate_reports_every_key_with_its_blind_twin(tiny_model, world_shards
     assert sum(result["samples"][k] for k in by_type) == result["samples"]["vqa_acc"]
     assert all(0 <= result[k] for k in keys) and result["examples"]
     assert set(result["image_loss"]) == {"caption", "vqa", "ref", "ocr", "chatml"}
+    assert "vqa_by_question_type" not in result  # only when asked: eval.json keeps its keys
     json.dumps(result)  # eval.json is plain JSON
+
+
+def test_vqa_accuracy_per_question_type_uses_each_samples_own_type(world_shards, tokenizer):
+    formatter, transform = _setup(tokenizer)
+    items = eval_items(expand_urls(world_shards), formatter, transform, ("vqa",), limit=30)
+    kinds = {it.question_type for it in items}
+    assert len(kinds) > 2 and kinds <= {"count", "colour", "shape", "position", "yesno"}  # the world's types
+    counts = [it for it in items if it.question_type == "count"]
+    assert counts and all("How many" in tokenizer.decode(it.prompt) for it in counts)
+    wrong = ["a wrong answer"] * len(items)
+    table = by_question_type(items, [it.truth for it in items], wrong)
+    assert sum(row["samples"] for row in table.values()) == len(items)
+    assert all(row["vqa_acc"] == 1.0 and row["blind"] == 0.0 for row in table.values())
 
 
 def test_image_use_tells_a_model_that_looks_from_one_that_does_not(tiny_model, world_shards, tokenizer):
