@@ -2,9 +2,9 @@
 
     python -m launch.inspect_sample --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
 
-Sample ``--index`` counts from the first sample of the first shard of ``data.shards``, in file order. The
-task is drawn with the stage's mixing weights as the loader would in its first epoch, unless ``--task``
-picks one. Text output wraps supervised tokens in [[ ]] (green on a terminal); ``--tokens`` lists every
+Sample ``--index`` counts from the first sample of the first shard of ``data.shards`` (or of the source
+``--source`` names in ``data.sources``, the first by default), in file order. The task is drawn with the
+source's task weights as the loader would in its first epoch, unless ``--task`` picks one. Text output wraps supervised tokens in [[ ]] (green on a terminal); ``--tokens`` lists every
 token; ``--json`` prints ``tokens``, ``input_ids`` and ``labels`` (-100 where masked).
 """
 
@@ -28,13 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="stage config, e.g. configs/stage2.yaml")
     p.add_argument("--index", type=int, default=0, help="sample number in shard order (default 0)")
     p.add_argument("--task", help="format as this task instead of drawing one")
+    p.add_argument("--source", help="the source of data.sources to read (default: the first)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--tokens", action="store_true", help="also list every token with its id and label")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.shards=...")
     args = p.parse_args(argv)
     try:
         cfg = load_config(StageConfig, args.config, args.overrides)
-        example, tokenizer = inspect_sample(cfg, args.index, args.task)
+        example, tokenizer = inspect_sample(cfg, args.index, args.task, args.source)
     except (ConfigError, IndexError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@ A YAML file may pick config groups with a top-level ``defaults`` mapping, e.g. `
 loads ``configs/model/tiny.yaml`` into the ``model`` key before the file's own keys are merged. A group that
 is not a key of the schema is an overlay: ``defaults: {scale: tiny}`` merges ``configs/scale/tiny.yaml`` at
 the top level *after* the file, so it can shrink the file's sizes. On the command line ``model=small``
-switches a group the file declares and ``train.max_steps=50`` sets a key. Unknown keys,
+switches a group the file declares, ``mixture=qwenvl-stage2`` adds an overlay group the file does not
+declare (``configs/mixture/``), and ``train.max_steps=50`` sets a key. Unknown keys,
 wrong types and missing files raise :class:`ConfigError`, which names the key and where it came from.
 
 This module imports nothing heavy (no torch), so data prep and launchers can share it.
@@ -67,8 +68,9 @@ def load_config(
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"command line: override {item!r} is not of the form key=value")
-        if key in groups and value and not value.startswith(("{", "[")):  # a group declared in `defaults`
-            groups[key] = value
+        named = value and not value.startswith(("{", "["))
+        if named and (key in groups or (key not in merged and (root / key).is_dir())):
+            groups[key] = value  # a group the file declares in `defaults`, or an overlay group added here
         else:
             dotted.append(item)
 

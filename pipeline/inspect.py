@@ -2,9 +2,9 @@
 
     python -m launch.inspect_sample --config configs/stage2.yaml --index 3 [--task vqa] [--json] [key=value ...]
 
-Sample ``--index`` counts from the first sample of the first shard of ``data.shards``, in file order. The
-task is drawn with the stage's mixing weights as the loader would in its first epoch, unless ``--task``
-picks one. Text output wraps supervised tokens in [[ ]] (green on a terminal); ``--tokens`` lists every
+Sample ``--index`` counts from the first sample of the first shard of ``data.shards`` (or of the source
+``--source`` names in ``data.sources``, the first by default), in file order. The task is drawn with the
+source's task weights as the loader would in its first epoch, unless ``--task`` picks one. Text output wraps supervised tokens in [[ ]] (green on a terminal); ``--tokens`` lists every
 token; ``--json`` prints ``tokens``, ``input_ids`` and ``labels`` (-100 where masked).
 """
 
@@ -13,8 +13,10 @@ from __future__ import annotations
 import itertools
 import re
 
+from pipeline.config import ConfigError
 from pipeline.data.formats import Example, Formatter, available_tasks, choose_task, task_rng
 from pipeline.data.loader import read_record
+from pipeline.data.mixture import shards_key, source_seeds
 from pipeline.data.shard_format import Skip, expand_urls, read_shards
 from pipeline.schema import StageConfig
 from pipeline.tokens import IGNORE, IMAGE_PAD, prepare_tokenizer
@@ -22,20 +24,30 @@ from pipeline.tokens import IGNORE, IMAGE_PAD, prepare_tokenizer
 _PADS = re.compile(f"(?:{re.escape(IMAGE_PAD)})+")
 
 
-def inspect_sample(cfg: StageConfig, index: int, task: str | None = None) -> tuple[Example, object]:
-    """Format sample ``index`` of the stage's shards; returns the example and the tokenizer."""
+def inspect_sample(
+    cfg: StageConfig, index: int, task: str | None = None, source: str | None = None
+) -> tuple[Example, object]:
+    """Format sample ``index`` of one source's shards; returns the example and the tokenizer."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer)
-    prepare_tokenizer(tokenizer)
-    samples = read_shards(expand_urls(cfg.data.shards))
+    sources = cfg.data.mixture()
+    names = [s.name for s in sources]
+    if source is not None and source not in names:
+        raise ConfigError(f"--source {source!r}: data.sources has {names}")
+    i = names.index(source) if source else 0
+    key = shards_key(cfg.data, names[i])
+    samples = read_shards(expand_urls(sources[i].shards, key=key))
     raw = next(itertools.islice(samples, index, None), None)
     if raw is None:
-        raise IndexError(f"--index {index}: data.shards ({cfg.data.shards}) has fewer samples")
+        raise IndexError(f"--index {index}: {key} ({sources[i].shards}) has fewer samples")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer)
+    prepare_tokenizer(tokenizer)
     record, _ = read_record(raw)
-    rng = task_rng(cfg.run.seed, 0, record.key)  # the loader's draw in its first epoch
+    rng = task_rng(
+        source_seeds(cfg.run.seed, names)[i], 0, record.key
+    )  # the loader's draw in its first epoch
     if task is None:
-        task = choose_task(record, cfg.data.tasks, rng)
+        task = choose_task(record, cfg.data.source_tasks(sources[i]), rng)
     elif task not in available_tasks(record):
         raise Skip(
             "no_task", f"sample {record.key} has no {task} ground truth; it has {available_tasks(record)}"

@@ -7,6 +7,7 @@ what differs per stage. Every value is checked in ``__post_init__`` with its ful
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,28 @@ class ModelConfig:
         _check(heads is None or heads > 0, "model.adapter.num_heads", "must be > 0")
 
 
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # it becomes part of metric keys
+DEFAULT_SHARDS = "data/synthetic/shards/{000000..000009}.tar"
+
+
+@dataclass
+class SourceConfig:
+    """One dataset of a mixture (``data.sources``)."""
+
+    name: str = ""  # in metrics as mix/source/<name> and loss/source/<name>
+    shards: str = ""  # brace-expanded webdataset URLs or local globs; `::` joins several sets
+    weight: float = 1.0  # relative share of the samples drawn (the paper's counts in millions work)
+    tasks: list[str] | None = None  # the tasks drawn from it; None = those of data.tasks its samples have
+
+
 @dataclass
 class DataConfig:
-    shards: str = "data/synthetic/shards/{000000..000009}.tar"  # brace-expanded webdataset URLs
+    shards: str | None = DEFAULT_SHARDS  # one source: brace-expanded webdataset URLs (or local globs)
+    # several sources, each sample drawn from one by weight (then a task within it); replaces `shards`
+    sources: list[SourceConfig] = field(default_factory=list)
+    root: str = "data"  # where prepared datasets live: ${data.root}/<dataset>/shards in mixture files
     tasks: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})  # task -> mixing weight
+    max_skips_in_a_row: int = 1000  # unusable samples in a row from a source: the run stops, naming it
     image_size: int = 224  # stage resolution (paper: 224 in stage 1, 448 in stages 2-3)
     images: bool = True  # false: every sample without its image span (text alone; no image decoded)
     max_length: int = 512  # tokens per sample; a sample whose image span would be cut is dropped
@@ -85,6 +104,41 @@ class DataConfig:
         _check(self.group_by_length >= 1, "data.group_by_length", "must be >= 1 (1 = off)")
         _check(self.pixels in PIXELS, "data.pixels", f"choose from {PIXELS}")
         _check(self.open_shards > 0, "data.open_shards", "must be > 0")
+        _check(self.max_skips_in_a_row > 0, "data.max_skips_in_a_row", "must be > 0")
+        if self.sources:
+            _check(self.shards in (None, DEFAULT_SHARDS), "data.shards",
+                   "set data.shards or data.sources, not both (a single source is data.sources' shorthand)")  # fmt: skip
+            self.shards = None
+        else:
+            _check(bool(self.shards), "data.shards", "no shards: set data.shards or data.sources")
+        names = set()
+        for i, source in enumerate(self.sources):
+            key = f"data.sources[{i}]"
+            _check(bool(SOURCE_NAME.fullmatch(source.name)), f"{key}.name",
+                   f"{source.name!r}: a name of letters, digits and _.+- is needed")  # fmt: skip
+            _check(source.name not in names, f"{key}.name", f"{source.name!r} names two sources")
+            names.add(source.name)
+            _check(bool(source.shards.strip()), f"{key}.shards", f"source {source.name!r} has no shards")
+            _check(source.weight > 0 and math.isfinite(source.weight), f"{key}.weight",
+                   f"source {source.name!r}: must be > 0")  # fmt: skip
+            _check(source.tasks is None or bool(source.tasks), f"{key}.tasks",
+                   f"source {source.name!r}: name at least one task, or leave it out for data.tasks")  # fmt: skip
+            for task in source.tasks or ():
+                _check(
+                    task in TASKS,
+                    f"{key}.tasks",
+                    f"source {source.name!r}: unknown task {task!r}; choose from {TASKS}",
+                )
+
+    def mixture(self) -> list[SourceConfig]:
+        """The sources read: ``data.sources``, or ``data.shards`` as the one source named ``default``."""
+        return self.sources or [SourceConfig("default", self.shards or "", 1.0, None)]
+
+    def source_tasks(self, source: SourceConfig) -> dict[str, float]:
+        """The task weights of one source: data.tasks' weights for its tasks (1.0 for one data.tasks lacks)."""
+        if source.tasks is None:
+            return self.tasks
+        return {task: self.tasks.get(task, 1.0) for task in source.tasks}
 
 
 @dataclass

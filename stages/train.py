@@ -26,7 +26,7 @@ from pipeline.data.loader import build_loader
 from pipeline.distributed import Dist, barrier, precision, shutdown
 from pipeline.metrics import MetricsLogger, MetricsProcessor, NullLogger, StepStats
 from pipeline.metrics.flops import FlopModel
-from pipeline.metrics.processor import console_line
+from pipeline.metrics.processor import console_line, data_summary
 from pipeline.model.qwenvl import QwenVL
 from pipeline.model.vision import image_transform
 from pipeline.optim import freeze, lr_factor, param_groups
@@ -120,6 +120,7 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=self.step, desc=self.cfg.run.stage, disable=not self.dist.main,
                    dynamic_ncols=True, file=sys.stderr)  # fmt: skip
         row: dict[str, Any] = {}
+        self.data_totals: dict[str, dict[str, int]] = {}  # every rank's loader counts, as of the last step
         try:
             while self.step < t.max_steps:
                 row, batch = self.train_step(batches)
@@ -135,6 +136,8 @@ class Trainer:
                     hook.on_step(self, batch)
                 if self.step % t.checkpoint_every == 0 or self.step == t.max_steps:
                     self.save_checkpoint()
+            if self.data_totals and self.dist.main:
+                log.info(data_summary(self.data_totals))
             for hook in self.hooks:
                 hook.on_end(self)
             barrier()
@@ -155,6 +158,7 @@ class Trainer:
             self.metrics.micro_batch(stats, out, batch, waited)
             self.backend.backward(out.loss)
         total = self.metrics.gather(stats, self.loader.stats())
+        self.data_totals = total.loader
         if total.nonfinite_keys:
             raise NonFiniteLoss(
                 f"step {self.step + 1}: non-finite loss in the batch of samples {total.nonfinite_keys[:16]}; "

@@ -47,6 +47,7 @@ class Example:
     has_image: bool
     truncated: bool = False
     dropped_turns: int = 0  # leading non-user dialogue turns left out, as Qwen-VL's preprocess does
+    source: str = "default"  # the mixture's source it came from (data.sources)
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _messages(messages: Any) -> str | None:
     return None
 
 
-def task_rng(seed: int, epoch: int, key: str) -> random.Random:
+def task_rng(seed: int | str, epoch: int, key: str) -> random.Random:
     """The randomness of one sample's formatting (task draw, which QA or referent): fixed per epoch."""
     return random.Random(f"task:{seed}:{epoch}:{key}")
 

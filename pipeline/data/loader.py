@@ -1,6 +1,9 @@
-"""The training loader: shards -> decode -> resize -> task format -> collate, restorable to the batch.
+"""The training loader: sources -> decode -> resize -> task format -> collate, restorable to the batch.
 
-Each dataloader worker of each rank reads its own slot of the shards (``pipeline.data.shards``) and builds
+Each sample is drawn from one source of the mixture by weight (``pipeline.data.mixture``), then reads until
+one of that source's samples is usable, so the configured shares hold whatever a source skips; its task is
+drawn within the source. Each dataloader worker of each rank reads its own slot of every source's shards
+(``pipeline.data.shards``) and builds
 whole batches, so a batch is one worker's work and the loader's position is one small state per worker.
 torchdata's ``StatefulDataLoader`` collects those states after every batch and hands them back to the
 workers on restore, so a restored loader continues with exactly the batches an uninterrupted one would give.
@@ -22,8 +25,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from pipeline.data.formats import Example, Formatter, Record, choose_task, task_rng
-from pipeline.data.shard_format import Skip, expand_urls, open_image, parse
-from pipeline.data.shards import ShardStream
+from pipeline.data.mixture import Mixture, shards_key, source_urls
+from pipeline.data.shard_format import Skip, open_image, parse
 from pipeline.schema import DataConfig
 from pipeline.tokens import IGNORE
 
@@ -64,11 +67,29 @@ def collate(examples: list[Example], images: list[torch.Tensor], pad_id: int, im
         "pixel_values": torch.stack(images) if images else torch.zeros(0, 3, image_size, image_size),
         "has_image": torch.tensor([e.has_image for e in examples]),
         "tasks": [e.task for e in examples],
+        "sources": [e.source for e in examples],
         "keys": [e.key for e in examples],
     }
 
 
-STATS = ("tasks", "skipped", "truncated", "dropped_turns")
+# per task: samples, truncated, dialogue turns dropped; per reason: skipped; per source: samples, skipped,
+# epochs begun (the latest over slots, where the others add up)
+STATS = ("tasks", "skipped", "truncated", "dropped_turns", "sources", "source_skipped", "epochs")
+LATEST = ("epochs",)
+
+
+def merge_stats(stats: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Several slots' (or ranks') loader counts as one."""
+    total: dict[str, Counter] = {name: Counter() for name in STATS}
+    for counts in stats:
+        for name, values in counts.items():
+            if name in LATEST:
+                total[name] |= Counter(values)  # the larger of each
+            else:
+                total[name].update(values)
+    return {name: dict(sorted(c.items())) for name, c in total.items()}
+
+
 PICKLED = ("input_ids", "labels", "attention_mask", "has_image")  # the batch's tensors other than pixels
 
 
@@ -91,7 +112,9 @@ class TaskBatches(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.urls = expand_urls(cfg.shards)
+        self.urls = source_urls(cfg)  # here: a pattern matching nothing fails before the model is built
+        self.sources = cfg.mixture()
+        self.task_weights = [cfg.source_tasks(s) for s in self.sources]
         self.cfg, self.formatter, self.transform = cfg, formatter, transform
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self._restored: dict | None = None
@@ -99,7 +122,7 @@ class TaskBatches(IterableDataset):
         self.stats: dict[str, Counter] = {}
 
     def state_dict(self) -> dict:
-        return self._position or {"stream": None}
+        return self._position or {"mixture": None}
 
     def load_state_dict(self, state: dict) -> None:
         self._restored = state
@@ -108,24 +131,23 @@ class TaskBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         slot = self.rank * workers + worker
-        stream = ShardStream(self.urls, self.seed, slot, self.world_size * workers, self.cfg.open_shards)
-        restored = self._restored if self._restored and self._restored["stream"] else None
+        mixture = Mixture(self.cfg, self.urls, self.seed, slot, self.world_size * workers)
+        restored = self._restored if self._restored and self._restored.get("mixture") else None
         if restored:
-            stream.load_state_dict(restored["stream"])
+            mixture.load_state_dict(restored["mixture"])
         self.stats = {name: Counter(restored["stats"].get(name, {}) if restored else {}) for name in STATS}
         window, skip = (restored["window"], restored["emitted"]) if restored else (0, 0)
-        samples = iter(stream)
         while True:
-            start = {"stream": stream.state_dict(), "stats": {k: dict(v) for k, v in self.stats.items()}}
-            rows = self._read_window(samples)
+            start = {"mixture": mixture.state_dict(), "stats": {k: dict(v) for k, v in self.stats.items()}}
+            rows = self._read_window(mixture)
             chunks = self._chunks(rows, slot, window)
             for emitted, chunk in enumerate(chunks, start=1):
                 if emitted <= skip:
                     continue
                 batch = collate([rows[i][0] for i in chunk], [rows[i][1] for i in chunk if rows[i][1] is not None],
                                 self.formatter.ids.pad, self.cfg.image_size)  # fmt: skip
-                if stream.shard_errors:
-                    self.stats["skipped"]["shard_error"] = stream.shard_errors
+                if errors := sum(stream.shard_errors for stream in mixture.streams):
+                    self.stats["skipped"]["shard_error"] = errors
                 counts = {k: dict(v) for k, v in self.stats.items()}
                 batch["stats"] = {"slot": slot, **counts}
                 # from a worker, small tensors travel pickled: a shared-memory one costs a socket round trip
@@ -134,27 +156,43 @@ class TaskBatches(IterableDataset):
                 if emitted < len(chunks):
                     self._position = {**start, "window": window, "emitted": emitted}
                 else:  # the window is done: the position moves past it
-                    self._position = {"stream": stream.state_dict(), "stats": counts, "window": window + 1,
+                    self._position = {"mixture": mixture.state_dict(), "stats": counts, "window": window + 1,
                                       "emitted": 0}  # fmt: skip
                 yield batch
             window, skip = window + 1, 0
 
-    def _read_window(self, samples: Iterator[dict]) -> list[tuple[Example, torch.Tensor | None]]:
+    def _read_window(self, mixture: Mixture) -> list[tuple[Example, torch.Tensor | None]]:
         rows = []
         while len(rows) < self.batch_size * self.cfg.group_by_length:
-            raw = next(samples)
-            try:
-                example, image = self._prepare(raw)
-            except Skip as skip:
-                self.stats["skipped"][skip.reason] += 1
-                continue
+            source = mixture.draw()
+            example, image = self._usable(mixture, source)
             rows.append((example, image))
             self.stats["tasks"][example.task] += 1
+            self.stats["sources"][example.source] += 1
+            self.stats["epochs"][example.source] = mixture.streams[source].passes
             if example.truncated:
                 self.stats["truncated"][example.task] += 1
             if example.dropped_turns:
                 self.stats["dropped_turns"][example.task] += example.dropped_turns
         return rows
+
+    def _usable(self, mixture: Mixture, source: int) -> tuple[Example, torch.Tensor | None]:
+        """The next usable sample of one source; each one skipped on the way is counted by reason."""
+        name, streak = self.sources[source].name, Counter()
+        while True:
+            raw = mixture.next_sample(source)
+            try:
+                return self._prepare(raw, source, mixture.seeds[source])
+            except Skip as skip:
+                self.stats["skipped"][skip.reason] += 1
+                self.stats["source_skipped"][name] += 1
+                streak[skip.reason] += 1
+            if streak.total() >= self.cfg.max_skips_in_a_row:
+                raise RuntimeError(
+                    f"{shards_key(self.cfg, name)}: the last {streak.total()} samples of source {name!r} were all "
+                    f"unusable for its tasks {sorted(self.task_weights[source])} (by reason: {dict(streak)}); "
+                    "check its shards and tasks (data.max_skips_in_a_row sets the limit)"
+                )
 
     def _chunks(self, rows: list, slot: int, window: int) -> list[list[int]]:
         """Row indices of each batch of a window: in reading order, or grouped by length."""
@@ -166,11 +204,12 @@ class TaskBatches(IterableDataset):
             random.Random(f"lengths:{self.seed}:{slot}:{window}").shuffle(chunks)
         return chunks
 
-    def _prepare(self, raw: dict) -> tuple[Example, torch.Tensor | None]:
+    def _prepare(self, raw: dict, source: int, seed: int | str) -> tuple[Example, torch.Tensor | None]:
         record, image = read_record(raw)
-        rng = task_rng(self.seed, raw["__epoch__"], record.key)
-        task = choose_task(record, self.cfg.tasks, rng)
+        rng = task_rng(seed, raw["__epoch__"], record.key)
+        task = choose_task(record, self.task_weights[source], rng)
         example = self.formatter(record, task, rng, self.cfg.images)  # bad ground truth: a Skip; else a bug
+        example.source = self.sources[source].name
         if not example.has_image:
             return example, None
         return example, self.transform(decode_image(image, record.key))
@@ -199,13 +238,10 @@ class Loader:
             yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Over all workers: samples per task, skipped samples per reason, truncated samples per task and
-        dialogue turns dropped per task (a leading assistant turn, as Qwen-VL's ``preprocess`` drops it)."""
-        total: dict[str, Counter] = {name: Counter() for name in STATS}
-        for stats in self._stats.values():
-            for name, counts in stats.items():
-                total[name].update(counts)
-        return {name: dict(sorted(c.items())) for name, c in total.items()}
+        """Over all workers: samples per task and per source, skipped samples per reason and per source,
+        epochs begun per source, truncated samples per task and dialogue turns dropped per task (a leading
+        assistant turn, as Qwen-VL's ``preprocess`` drops it)."""
+        return merge_stats(list(self._stats.values()))
 
     def state_dict(self) -> dict:
         return {"loader": self._loader.state_dict(), "stats": self._stats}

@@ -16,8 +16,10 @@ same to shards written elsewhere.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
+import tarfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,18 +47,43 @@ class Skip(Exception):
 
 # -- URLs -----------------------------------------------------------------------------------------------------
 def expand_urls(spec: str, key: str = "data.shards") -> list[str]:
-    """``a/{000..009}.tar::b/{0..3}.tar`` -> the shard URLs; local files must exist (``key`` names the
-    config key in the error)."""
-    urls = [url for part in spec.split("::") if part.strip() for url in braceexpand(part.strip())]
-    if not urls:
-        raise ConfigError(f"key '{key}': no shard URLs in {spec!r}")
-    missing = [u for u in urls if is_local(u) and not Path(u).is_file()]
+    """``a/{000..009}.tar::b/*.tar`` -> the shard URLs: braces expanded, then local globs matched (sorted);
+    local files must exist (``key`` names the config key in the error)."""
+    urls, missing = [], []
+    for part in spec.split("::"):
+        found, absent = match_urls(part)
+        urls, missing = urls + found, missing + absent
     if missing:
         raise ConfigError(
-            f"key '{key}': {len(missing)} of {len(urls)} shards not found, first {missing[0]!r} "
+            f"key '{key}': {len(missing)} shard files or patterns not found, first {missing[0]!r} "
             "(run `make prep` to write them)"
         )
+    if not urls:
+        raise ConfigError(f"key '{key}': no shard URLs in {spec!r}")
     return urls
+
+
+def match_urls(pattern: str) -> tuple[list[str], list[str]]:
+    """One shard set (no ``::``) -> (its URLs, the local files or globs of it that match nothing)."""
+    found, missing = [], []
+    for url in braceexpand(pattern.strip()) if pattern.strip() else ():
+        if not is_local(url):
+            found.append(url)
+        elif glob.has_magic(url):
+            matched = sorted(glob.glob(url))
+            found += matched
+            missing += [] if matched else [url]
+        else:
+            (found if Path(url).is_file() else missing).append(url)
+    return found, missing
+
+
+def count_samples(url: str) -> int:
+    """The samples (distinct keys) in a local shard, from its member names alone."""
+    from webdataset.tariterators import base_plus_ext
+
+    with tarfile.open(url) as tar:
+        return len({base_plus_ext(name)[0] for name in tar.getnames()} - {None})
 
 
 def is_local(url: str) -> bool:

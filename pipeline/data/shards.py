@@ -20,7 +20,7 @@ from pipeline.data.shard_format import read_shard
 log = logging.getLogger(__name__)
 
 
-def epoch_shards(urls: list[str], seed: int, epoch: int, slot: int, slots: int) -> list[str]:
+def epoch_shards(urls: list[str], seed: int | str, epoch: int, slot: int, slots: int) -> list[str]:
     """The shards slot ``slot`` of ``slots`` reads in ``epoch``."""
     order = list(urls)
     random.Random(f"shards:{seed}:{epoch}").shuffle(order)
@@ -31,12 +31,14 @@ def epoch_shards(urls: list[str], seed: int, epoch: int, slot: int, slots: int) 
 class ShardStream:
     """Endless raw samples (webdataset dicts: ``__key__``, ``__url__``, one entry per file extension)."""
 
-    def __init__(self, urls: list[str], seed: int, slot: int, slots: int, open_shards: int = 4):
-        self.urls, self.seed, self.slot, self.slots = urls, seed, slot, slots
+    def __init__(self, urls: list[str], seed: int | str, slot: int, slots: int, open_shards: int = 4,
+                 name: str = "data.shards"):  # fmt: skip
+        self.urls, self.seed, self.slot, self.slots, self.name = urls, seed, slot, slots, name
         self.open_shards = open_shards
         self.epoch, self.next = 0, 0  # the next shard to open: index ``next`` of epoch ``epoch``'s list
         self.open: list[list[int]] = []  # [epoch, index, samples read] per open shard
         self.drawn = 0  # samples drawn so far (seeds the choice of shard)
+        self.passes = 0  # epochs begun: 1 + the latest epoch a sample came from (0 before the first)
         self.shard_errors = 0  # shards that failed to open or broke off (each logged with its URL)
         self._lists: dict[int, list[str]] = {}  # shard list per epoch, for the epochs of open shards
 
@@ -46,12 +48,13 @@ class ShardStream:
             "next": self.next,
             "open": [list(o) for o in self.open],
             "drawn": self.drawn,
+            "passes": self.passes,
             "shard_errors": self.shard_errors,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.next, self.drawn = state["epoch"], state["next"], state["drawn"]
-        self.shard_errors = state["shard_errors"]
+        self.shard_errors, self.passes = state["shard_errors"], state.get("passes", 0)
         self.open = [list(o) for o in state["open"]]
 
     def _url(self, epoch: int, index: int) -> str:
@@ -96,7 +99,7 @@ class ShardStream:
                 empty_opens = 0 if self.open[pick][2] else empty_opens + 1
                 if empty_opens > 2 * (len(self.urls) + self.open_shards):
                     raise RuntimeError(
-                        f"slot {self.slot}: no shard gave a sample ({self.shard_errors} errors)"
+                        f"{self.name}, slot {self.slot}: no shard gave a sample ({self.shard_errors} errors)"
                     )
                 del self.open[pick], readers[pick]
                 continue
@@ -104,4 +107,5 @@ class ShardStream:
             self.open[pick][2] += 1
             self.drawn += 1
             sample["__epoch__"] = self.open[pick][0]
+            self.passes = max(self.passes, sample["__epoch__"] + 1)
             yield sample

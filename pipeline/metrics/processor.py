@@ -4,14 +4,13 @@ order (so the sums are the same on every rank and every rerun), become one metri
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from pipeline.backends import StepResult
-from pipeline.data.loader import STATS as LOADER_STATS
+from pipeline.data.loader import merge_stats
 from pipeline.distributed import Dist, barrier, gather_objects
 from pipeline.metrics.flops import FlopModel, device_peak_flops
 from pipeline.schema import MODULE_GROUPS
@@ -25,6 +24,8 @@ class StepStats:
     tokens: int = 0  # supervised tokens
     task_loss: dict[str, float] = field(default_factory=dict)
     task_tokens: dict[str, int] = field(default_factory=dict)
+    source_loss: dict[str, float] = field(default_factory=dict)
+    source_tokens: dict[str, int] = field(default_factory=dict)
     samples: int = 0
     input_tokens: int = 0  # non-padding tokens through the LLM
     padded_tokens: int = 0
@@ -41,9 +42,10 @@ class StepStats:
             self.nonfinite_keys += batch["keys"]
         self.loss_sum += float(losses.sum())
         self.tokens += int(tokens.sum())
-        for task, loss, count in zip(batch["tasks"], losses.tolist(), tokens.tolist(), strict=True):
-            self.task_loss[task] = self.task_loss.get(task, 0.0) + loss
-            self.task_tokens[task] = self.task_tokens.get(task, 0) + count
+        for task, source, loss, count in zip(batch["tasks"], batch["sources"], losses.tolist(), tokens.tolist(),
+                                             strict=True):  # fmt: skip
+            _add(self.task_loss, self.task_tokens, task, loss, count)
+            _add(self.source_loss, self.source_tokens, source, loss, count)
         self.samples += len(batch["keys"])
         self.input_tokens += int(batch["attention_mask"].sum())
         self.padded_tokens += int((batch["attention_mask"] == 0).sum())
@@ -51,21 +53,20 @@ class StepStats:
 
     @classmethod
     def summed(cls, stats: list[StepStats]) -> StepStats:
-        total = cls(loader={name: Counter() for name in LOADER_STATS})
+        total = cls(loader=merge_stats([s.loader for s in stats]))
         for s in stats:
             total.loss_sum += s.loss_sum
             total.tokens += s.tokens
             for task in s.task_loss:
-                total.task_loss[task] = total.task_loss.get(task, 0.0) + s.task_loss[task]
-                total.task_tokens[task] = total.task_tokens.get(task, 0) + s.task_tokens[task]
+                _add(total.task_loss, total.task_tokens, task, s.task_loss[task], s.task_tokens[task])
+            for name in s.source_loss:
+                _add(total.source_loss, total.source_tokens, name, s.source_loss[name], s.source_tokens[name])
             total.samples += s.samples
             total.input_tokens += s.input_tokens
             total.padded_tokens += s.padded_tokens
             total.flops += s.flops
             total.data_wait += s.data_wait
             total.nonfinite_keys += s.nonfinite_keys
-            for name in LOADER_STATS:
-                total.loader[name].update(s.loader.get(name, {}))
             total.memory_gb = max(total.memory_gb, s.memory_gb)
         return total
 
@@ -105,6 +106,8 @@ class MetricsProcessor:
         row: dict[str, Any] = {"step": step, "loss": total.loss_sum / max(total.tokens, 1)}
         for task in sorted(total.task_loss):
             row[f"loss/{task}"] = total.task_loss[task] / max(total.task_tokens[task], 1)
+        for source in sorted(total.source_loss):
+            row[f"loss/source/{source}"] = total.source_loss[source] / max(total.source_tokens[source], 1)
         row.update(module_lrs(result.lrs))
         row["grad_norm"] = result.grad_norm
         row["samples_per_s"] = total.samples / seconds
@@ -121,7 +124,23 @@ class MetricsProcessor:
         seen = sum(total.loader["tasks"].values())
         for task, count in sorted(total.loader["tasks"].items()):
             row[f"mix/{task}"] = count / seen
+        for source, count in sorted(total.loader["sources"].items()):  # cumulative, as the task mix
+            row[f"mix/source/{source}"] = count / seen
+            row[f"epochs/source/{source}"] = total.loader["epochs"].get(source, 0)
         return row
+
+
+def _add(losses: dict[str, float], tokens: dict[str, int], key: str, loss: float, count: int) -> None:
+    losses[key] = losses.get(key, 0.0) + loss
+    tokens[key] = tokens.get(key, 0) + count
+
+
+def data_summary(loader: dict[str, dict[str, int]]) -> str:
+    """What each source gave over the run (for the stage's last log line)."""
+    seen = max(sum(loader["sources"].values()), 1)
+    parts = [f"{name} {count} samples ({count / seen:.1%}, {loader['epochs'].get(name, 0)} epochs begun, "
+             f"{loader['source_skipped'].get(name, 0)} skipped)" for name, count in loader["sources"].items()]  # fmt: skip
+    return "data by source: " + "; ".join(parts)
 
 
 def module_lrs(group_lrs: dict[str, float]) -> dict[str, float]:

@@ -38,11 +38,12 @@ def shm_buffers(port: int) -> list[Path]:
     return sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
 
-def launch(ranks: int, out: Path, shards: str, *overrides: str, stage: str = "stage1", popen: bool = False,
+def launch(ranks: int, out: Path, shards: str | None, *overrides: str, stage: str = "stage1", popen: bool = False,
            port: int | None = None):  # fmt: skip
     port = port or free_port()
-    cmd = [*DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(port), f"launch/{stage}.py",
-           f"data.shards={shards}", f"run.output_dir={out}", *TINY, *overrides]  # fmt: skip
+    data = [f"data.shards={shards}"] if shards else []  # None: the overrides name data.sources
+    cmd = [*DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(port), f"launch/{stage}.py", *data,
+           f"run.output_dir={out}", *TINY, *overrides]  # fmt: skip
     if popen:
         return subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
@@ -56,10 +57,27 @@ def metrics(out: Path, stage: str = "stage1") -> list[dict]:
     return read_metrics(out / "default" / stage / "metrics.jsonl")
 
 
-@pytest.mark.parametrize(("ranks", "zero"), [(1, 2), (2, 3), (1, 3), (2, 2)])
-def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_shards, ranks, zero):
+def three_sources(root: Path) -> Path:
+    """A mixture file of three one-task sources of different sizes: the 2-sample one wraps around (2 ranks x 2
+    workers draw about 7 samples from it)."""
+    from tests.shards import one_task_shards
+
+    sets = [("laion", 120, "caption", 5), ("refcoco", 40, "ref", 2), ("vqa", 2, "vqa", 2)]
+    lines = [f"    - {{name: {name}, shards: '{one_task_shards(root / name, n, task, per_shard=20, seed=i)}', "
+             f"weight: {weight}}}" for i, (name, n, task, weight) in enumerate(sets)]  # fmt: skip
+    path = root / "three.yaml"
+    path.write_text("data:\n  tasks: {caption: 1, ref: 1, vqa: 1}\n  sources:\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("ranks", "zero", "mixture"), [(1, 2, False), (2, 3, False), (1, 3, False), (2, 2, False),
+                                                        (2, 2, True)])  # fmt: skip
+def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_shards, ranks, zero, mixture):
     run = ["train.max_steps=8", "train.checkpoint_every=2", "train.global_batch_size=4", "data.num_workers=2",
            f"deepspeed.zero_stage={zero}"]  # fmt: skip
+    if mixture:
+        run.append(f"mixture={three_sources(tmp_path)}")
+        world_shards = None
     launch(ranks, tmp_path / "straight", world_shards, *run)
     straight = {r["step"]: r for r in metrics(tmp_path / "straight")}
     assert sorted(straight) == list(range(1, 9))
@@ -90,6 +108,13 @@ def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_sh
     for step in range(resumed_at + 1, 9):
         assert after[step]["loss"] == straight[step]["loss"], f"step {step}"
         assert after[step]["grad_norm"] == straight[step]["grad_norm"], f"step {step}"
+        if mixture:  # the per-source counts carry over too, and the small source went round
+            sources = {k: v for k, v in after[step].items() if "/source/" in k}
+            assert sources == {k: v for k, v in straight[step].items() if "/source/" in k}, f"step {step}"
+    if mixture:
+        assert {"loss/source/laion", "mix/source/vqa"} <= set(straight[8]) and straight[8][
+            "epochs/source/vqa"
+        ] >= 2
 
 
 def test_zero3_with_a_text_only_rank_does_not_hang_and_matches_zero2(tmp_path):

@@ -149,3 +149,35 @@ def test_hooks_run_after_every_step_and_at_the_end_after_the_export(tmp_path, wo
     trainer_ = Trainer(cfg, backend_class().init_distributed(), hooks=[*default_hooks(), Record()])
     trainer_.train()
     assert calls == [("step", 1, 2), ("step", 2, 2), ("step", 3, 2), ("end", 3, True)]
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory) -> tuple[str, str]:
+    """As real data comes: a caption-only set (LAION-like, 300) and a referring-only one (RefCOCO-like, 60)."""
+    from tests.shards import one_task_shards
+
+    root = tmp_path_factory.mktemp("two_sets")
+    return (one_task_shards(root / "laion", 300, "caption", per_shard=50, seed=1),
+            one_task_shards(root / "refcoco", 60, "ref", per_shard=20, seed=2))  # fmt: skip
+
+
+@pytest.mark.parametrize(("weights", "share"), [((1, 1), 0.5), ((3, 1), 0.25)])
+def test_a_two_source_mix_holds_its_weights_in_the_metrics(tmp_path, two_sets, caplog, weights, share):
+    sources = (f"data.sources=[{{name: laion, shards: '{two_sets[0]}', weight: {weights[0]}}}, "
+               f"{{name: refcoco, shards: '{two_sets[1]}', weight: {weights[1]}}}]")  # fmt: skip
+    cfg = load_config(StageConfig, CONFIG_ROOT / "stage2.yaml", [
+        sources, "data.tasks={caption: 1, ref: 1}", f"run.output_dir={tmp_path}", *TINY, "train.init_from=null",
+        "train.max_steps=16", "train.global_batch_size=32", "train.micro_batch_size=16", "train.checkpoint_every=16",
+    ])  # fmt: skip
+    with caplog.at_level("INFO", logger="stages"):
+        trainer(cfg).train()
+    rows = read_metrics(tmp_path / "default" / "stage2" / "metrics.jsonl")
+    last = rows[-1]
+    assert last["mix/source/laion"] + last["mix/source/refcoco"] == pytest.approx(1.0)
+    assert abs(last["mix/source/refcoco"] - share) <= 0.05, last  # over 512 samples
+    assert last["mix/source/refcoco"] == pytest.approx(last["mix/ref"])  # each source feeds its one task
+    assert all("loss/source/laion" in r and "loss/source/refcoco" in r for r in rows)
+    assert last["epochs/source/refcoco"] >= 2 and last["epochs/source/laion"] >= 1
+    summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("data by source"))
+    refs = round(512 * last["mix/source/refcoco"])
+    assert f"refcoco {refs} samples" in summary and f"laion {512 - refs} samples" in summary
