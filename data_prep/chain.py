@@ -62,13 +62,15 @@ class Filter:
 
 
 class Text(Filter):
-    """Captions only: pure text and dialogues are not web captions."""
+    """Captions only: pure text, dialogues and annotated tasks are not web captions."""
 
     name, reasons = "text", ("text_empty", "text_too_short", "text_too_long")
     catches = {"empty": ("text_empty", "text_too_short")}
     images_only = True
 
     def check(self, item: Item, stats: PartStats) -> str | None:
+        if item.sample.caption is None:  # a dataset of other tasks (questions, boxes): nothing to clean
+            return None
         cleaned = F.clean_text(item.text)
         stats.cleaned(item.sample, item.text, cleaned)
         item.text = cleaned
@@ -195,7 +197,7 @@ def run_chain(cfg: PrepSettings, items: Iterator[Sample | ReadError], chain: lis
             stats.drop(sample, reason)
             continue
         if sample.image is not None:
-            sample.caption = item.text
+            sample.caption = item.text if sample.caption is not None else None
             sample.original_size = (item.info.width, item.info.height)
             sample.image, sample.ext = fit(
                 sample.image, item.image, item.info, cfg.max_side, cfg.jpeg_quality

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # what a sample's metadata may carry into its shard's .json (the loader reads these)
-SHARD_META = ("lang", "tasks", "text", "messages")
+SHARD_META = ("lang", "tasks", "text", "messages", "captions")
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Sample:
     key: str
     source_id: str  # where it came from (a path, a URL, a JSON index): what errors and reports name
     image: bytes | None  # None: a text-only sample (``meta`` has "text" or "messages")
-    caption: str | None  # an image's caption; the text filter cleans it in place
+    caption: str | None  # an image's caption (None: a dataset of other tasks); the text filter cleans it
     meta: dict  # the SHARD_META keys the source gave
     # quality labels (the synthetic world's, or a user's hand labels): read for the report, never written
     noise: str | None = None  # the kind of noise this sample carries ("clean" for none)
@@ -28,9 +28,10 @@ class Sample:
 
     @property
     def text(self) -> str:
-        """What the text filters and the dedup key read: the caption, or a text-only sample's text."""
+        """What the text filters and the dedup key read: the caption (or, without one, the text of the
+        sample's tasks), or a text-only sample's text."""
         if self.image is not None:
-            return self.caption or ""
+            return self.caption if self.caption is not None else _task_text(self.meta.get("tasks") or {})
         if self.meta.get("text"):
             return self.meta["text"]
         return "\n".join(_message_text(m) for m in self.meta.get("messages", []))
@@ -60,6 +61,20 @@ def text_only(meta: dict, source_id: str, key: str) -> Sample | ReadError:
 
 def sample_key(part: int, position: int) -> str:
     return f"{part:06d}{position:06d}"  # no dots: webdataset splits a file name at its first dot
+
+
+def _task_text(tasks: dict) -> str:
+    """The words of a sample's ground truth (questions, answers, expressions, captions, dialogue)."""
+    lines = []
+    for task, value in tasks.items():
+        if task == "dialogue":
+            lines += [_message_text(m) for m in value if isinstance(m, dict)]
+        elif isinstance(value, str):
+            lines.append(value)
+        elif isinstance(value, list):
+            keys = ("question", "answer", "expression", "text")
+            lines += [str(item[k]) for item in value if isinstance(item, dict) for k in keys if k in item]
+    return "\n".join(lines)
 
 
 def _message_text(message: dict) -> str:

@@ -22,7 +22,7 @@ class ClipStage:
         for payload in batch["payload"]:
             samples, s = unpack(payload)
             start = time.perf_counter()
-            images = [x for x in samples if x.image is not None]
+            images = [x for x in samples if x.image is not None and x.caption is not None]  # pairs only
             scores = self.scorer.score([x.image for x in images], [x.caption for x in images])
             threshold = self.scorer.threshold
             for x, score in zip(images, scores, strict=True):
@@ -30,7 +30,7 @@ class ClipStage:
                 s.hist("clip_score", float(score))
                 if x.clip_score < threshold:
                     s.drop(x, "clip_score")
-            samples = [x for x in samples if x.image is None or x.clip_score >= threshold]
+            samples = [x for x in samples if x.clip_score is None or x.clip_score >= threshold]
             s.seconds["clip"] = time.perf_counter() - start
             s.clip_scored = len(images)
             s.clip_threshold = threshold

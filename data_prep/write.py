@@ -27,6 +27,8 @@ def shard_record(sample: Sample) -> dict:
     out["original_width"], out["original_height"] = sample.original_size
     out["clip_score"] = sample.clip_score
     out["tasks"] = sample.meta.get("tasks") or {}
+    if sample.meta.get("captions"):
+        out["captions"] = sample.meta["captions"]
     return sample_record(sample.key, out, sample.caption, sample.image, sample.ext)
 
 

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,3 +99,18 @@ def tiny_batch(tokenizer):
                         "text", random.Random(0)))  # fmt: skip
     torch.manual_seed(1)
     return collate(examples, [torch.randn(3, 56, 56) for _ in range(3)], tokenizer.pad_token_id, 56)
+
+
+@pytest.fixture
+def image_server():
+    """tests/image_server.py in its own process on a free port; every answer but /slow/ comes at once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.image_server"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.isdigit(), f"the image server did not start (exit code {proc.poll()})"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample
-from data_prep.sources import folder, laion, llava, synthetic, wds
+from data_prep.sources import coco, folder, grit, laion, llava, qwenvl, refcoco, synthetic, vqa, wds
 from pipeline.config import ConfigError
 
 
@@ -37,7 +37,8 @@ class Source(Protocol):
 
 
 SOURCES: dict[str, Source] = {"synthetic": synthetic, "folder": folder, "wds": wds, "laion": laion,
-                              "llava": llava}  # fmt: skip
+                              "llava": llava, "coco": coco, "vqa": vqa, "refcoco": refcoco, "grit": grit,
+                              "qwenvl": qwenvl}  # fmt: skip
 
 
 @dataclass
@@ -45,12 +46,17 @@ class PrepConfig(PrepSettings):
     """A data-prep run (configs/data/<preset>.yaml): the shared settings, the source's name and, per source,
     its own section (only the named source's is read)."""
 
-    source: str = "synthetic"  # synthetic | laion | folder | wds | llava
+    source: str = "synthetic"  # one of SOURCES: the section of that name is read
     synthetic: synthetic.Config = field(default_factory=synthetic.Config)
     folder: folder.Config = field(default_factory=folder.Config)
     wds: wds.Config = field(default_factory=wds.Config)
     laion: laion.Config = field(default_factory=laion.Config)
     llava: llava.Config = field(default_factory=llava.Config)
+    coco: coco.Config = field(default_factory=coco.Config)
+    vqa: vqa.Config = field(default_factory=vqa.Config)
+    refcoco: refcoco.Config = field(default_factory=refcoco.Config)
+    grit: grit.Config = field(default_factory=grit.Config)
+    qwenvl: qwenvl.Config = field(default_factory=qwenvl.Config)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -31,6 +31,7 @@ class Download:
 
     url_col: str = "URL"
     caption_col: str = "TEXT"
+    extra_columns: list[str] = field(default_factory=list)  # more input columns kept with each sample
     timeout: float = 10.0  # seconds per request
     retries: int = 0
     processes: int = 2
@@ -47,24 +48,30 @@ def check(cfg: PrepSettings, src: Config) -> None:
     input_rows(src)
 
 
-def input_rows(src: Config) -> int:
+def input_rows(src: Config, section: str = "laion") -> int:
     path = Path(src.input)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not src.input or not files or not all(f.is_file() for f in files):
-        raise ConfigError(f"key 'laion.input': no parquet file at {src.input!r}")
+        raise ConfigError(f"key '{section}.input': no parquet file at {src.input!r}")
+    d = src.download
+    columns = [("url_col", d.url_col), ("caption_col", d.caption_col)] + [
+        ("extra_columns", c) for c in d.extra_columns
+    ]
     for f in files:
         names = pq.read_schema(f).names
-        for key, column in (("url_col", src.download.url_col), ("caption_col", src.download.caption_col)):
+        for key, column in columns:
             if column not in names:
-                raise ConfigError(f"{f}: no column {column!r} (key 'laion.download.{key}'); columns: {names}")
+                raise ConfigError(
+                    f"{f}: no column {column!r} (key '{section}.download.{key}'); columns: {names}"
+                )
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def plan(cfg: PrepSettings, src: Config) -> list[dict]:
+def plan(cfg: PrepSettings, src: Config, section: str = "laion") -> list[dict]:
     """Download (or resume downloading) into ``output_dir/raw``; one part per img2dataset shard."""
     import img2dataset
 
-    rows = input_rows(src)
+    rows = input_rows(src, section)
     raw = Path(cfg.output_dir) / "raw"
     d = src.download
     img2dataset.download(
@@ -83,6 +90,7 @@ def plan(cfg: PrepSettings, src: Config) -> list[dict]:
         distributor="ray",
         incremental_mode="incremental",
         enable_wandb=False,
+        save_additional_columns=d.extra_columns or None,
     )
     specs = []
     for shard in range(math.ceil(rows / cfg.samples_per_shard)):
@@ -109,12 +117,24 @@ def error_kind(message: str | None) -> str:
 
 
 def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:
+    for item in downloaded(spec):
+        if isinstance(item, ReadError):
+            yield item
+        else:
+            position, row, image = item
+            yield Sample(sample_key(spec["part"], position), row["url"], image, row["caption"] or "", {})
+
+
+def downloaded(spec: dict, extra_columns: list[str] = ()) -> Iterator[tuple[int, dict, bytes] | ReadError]:
+    """Each input row of one img2dataset shard: (its position, its parquet row, the image bytes), or the
+    error it became."""
     if "missing" in spec:
         for i in range(spec["missing"]):
             where = f"shard {spec['part']:05d} row {i}"
             yield ReadError(where, "download_shard_failed", f"{where}: img2dataset failed the shard")
         return
-    table = pq.read_table(spec["parquet"], columns=["key", "url", "caption", "status", "error_message"])
+    columns = ["key", "url", "caption", "status", "error_message", *extra_columns]
+    table = pq.read_table(spec["parquet"], columns=columns)
     members = {raw["__key__"]: raw for raw in read_shard(spec["tar"])}
     for position, row in enumerate(table.to_pylist()):
         raw = members.get(row["key"], {})
@@ -127,4 +147,4 @@ def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadEr
         elif raw.get("jpg") is None:
             yield ReadError(row["url"], "download_error", f"{row['url']}: not in {spec['tar']}")
         else:
-            yield Sample(sample_key(spec["part"], position), row["url"], raw["jpg"], row["caption"] or "", {})
+            yield position, row, raw["jpg"]

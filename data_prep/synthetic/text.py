@@ -14,6 +14,7 @@ from data_prep.synthetic.scene import (
     normalise_box,
     normalise_points,
 )
+from pipeline.data.shard_format import box_text
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 BG_KIND_EN = {"plain": "plain", "gradient": "shaded", "striped": "striped", "noisy": "speckled"}
@@ -147,15 +148,11 @@ def referring(scene: Scene, rng: random.Random) -> list[dict]:
     return refs
 
 
-def box_text(box: list[int]) -> str:
-    return f"<box>({box[0]},{box[1]}),({box[2]},{box[3]})</box>"
-
-
 def grounded_caption(scene: Scene) -> str:
     names = [describe(o) for o in scene.objects]
     names[0] = names[0][0].upper() + names[0][1:]  # the sentence starts inside the first <ref>
     parts = [
-        f"<ref>{name}</ref>{box_text(normalise_box(o.box, scene.width, scene.height))}"
+        f"<ref>{name}</ref><box>{box_text(normalise_box(o.box, scene.width, scene.height))}</box>"
         for name, o in zip(names, scene.objects, strict=True)
     ]
     return join_en(parts) + f" on a {scene.background} background."

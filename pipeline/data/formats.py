@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.data.shard_format import Skip
+from pipeline.data.shard_format import Skip, box_text
 from pipeline.tokens import DEFAULT_SYSTEM, IGNORE, special_ids, to_model_text
 
 IMAGE = object()  # segment marker: the image span goes here
@@ -65,7 +65,11 @@ def available_tasks(record: Record) -> list[str]:
     tasks = record.meta.get("tasks") or {}
     found = []
     if record.has_image:
-        found += ["caption"] if (record.caption or record.meta.get("caption")) else []
+        found += (
+            ["caption"]
+            if (record.caption or record.meta.get("caption") or record.meta.get("captions"))
+            else []
+        )
         found += [t for t in IMAGE_TASKS[1:] if tasks.get(t)]
         found += ["chatml"] if tasks.get("dialogue") else []
     else:
@@ -79,6 +83,15 @@ def ground_truth_problem(record: Record, task: str) -> str | None:
     before formatting, so that bad data is a counted skip and a bug in the formatter is an exception."""
     meta, tasks = record.meta, record.meta.get("tasks") or {}
     if task == "caption":
+        if "captions" in meta:  # several references (COCO: 5): one is drawn per epoch
+            captions = meta["captions"]
+            if (
+                not isinstance(captions, list)
+                or not captions
+                or not all(isinstance(c, str) for c in captions)
+            ):
+                return "captions is not a non-empty list of strings"
+            return _optional_str(meta, "lang")
         return _typed(record.caption or meta.get("caption"), str, "caption") or _optional_str(meta, "lang")
     if task == "vqa":
         return _records(tasks.get("vqa"), "vqa", {"question": str, "answer": str})
@@ -159,11 +172,6 @@ def choose_task(record: Record, weights: dict[str, float], rng: random.Random) -
     return rng.choices(candidates, weights=[weights[t] for t in candidates])[0]
 
 
-def box_text(box: Sequence[int]) -> str:
-    x1, y1, x2, y2 = box
-    return f"({x1},{y1}),({x2},{y2})"
-
-
 def quad_text(quad: Sequence[Sequence[int]]) -> str:
     return ",".join(f"({x},{y})" for x, y in quad)
 
@@ -228,7 +236,8 @@ class Formatter:
         return [(IMAGE, False), *prompt, (target, True), ([self.ids.endoftext], True)]
 
     def _caption(self, record: Record, rng: random.Random) -> list[Segment]:
-        caption = record.caption or record.meta["caption"]
+        captions = record.meta.get("captions")
+        caption = rng.choice(captions) if captions else record.caption or record.meta["caption"]
         language = record.meta.get("lang", "en")
         prompt = CAPTION_PROMPT.format(language=LANGUAGES.get(language, language))
         return self._target([(prompt, False)], " " + caption.strip())

@@ -6,8 +6,9 @@ A shard is a webdataset tar; a sample is the members sharing a key (the file nam
 - ``<key>.jpg`` (or ``.jpeg``, ``.png``, ``.webp``): the image, absent for text-only samples;
 - ``<key>.txt``: the cleaned caption (UTF-8);
 - ``<key>.json``: metadata, an object: ``lang``, ``tasks`` (ground truth per task: ``vqa``, ``ref``,
-  ``grounded_caption``, ``ocr``, ``dialogue``) and, for text-only samples, ``text`` or ``messages``. Boxes
-  and quads are integers in [0, 1000).
+  ``grounded_caption``, ``ocr``, ``dialogue``), optionally ``captions`` (every reference caption, one drawn
+  per epoch) and, for text-only samples, ``text`` or ``messages``. Boxes and quads are integers in
+  [0, 1000) of the image as shown.
 
 Images are read as a viewer shows them (``viewable_rgb``): EXIF orientation applied, 16-bit and other
 modes scaled to 8 bits, transparency composited on white. Prep writes such pixels; the loader applies the
@@ -21,7 +22,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -148,6 +149,12 @@ def parse(raw: dict) -> ShardSample:
         raise Skip("bad_metadata", f"{where}: .json 'tasks' is not an object")
     ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
     return ShardSample(key, url, meta, caption, raw[ext] if ext else None, ext)
+
+
+def box_text(box: Sequence[int]) -> str:
+    """A box as Qwen-VL writes it between ``<box>`` and ``</box>`` (grounded captions hold it verbatim)."""
+    x1, y1, x2, y2 = box
+    return f"({x1},{y1}),({x2},{y2})"
 
 
 # -- writing --------------------------------------------------------------------------------------------------

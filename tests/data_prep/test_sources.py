@@ -2,8 +2,6 @@
 
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +18,6 @@ from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.data.formats import available_tasks
 from pipeline.data.loader import read_record
 from pipeline.data.shard_format import read_shards
-from tests.conftest import REPO
 from tests.image_server import SLOW_SECONDS
 from tests.image_server import image_bytes as _image
 from tests.shards import write_tar
@@ -29,21 +26,6 @@ pytestmark = pytest.mark.slow
 CAPTION = "A large {} square on a plain beige background."
 CLIENT_TIMEOUT = 5  # s: every answer but /slow/ comes at once, /slow/ ones after SLOW_SECONDS
 assert SLOW_SECONDS >= 10 * CLIENT_TIMEOUT
-
-
-@pytest.fixture
-def image_server():
-    """tests/image_server.py in its own process on a free port; every answer but /slow/ comes at once."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.image_server"], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        port = proc.stdout.readline().strip()
-        assert port.isdigit(), f"the image server did not start (exit code {proc.poll()})"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_laion_preset_downloads_with_img2dataset_and_counts_every_failure(tmp_path, image_server, tiny_clip):
