@@ -4,11 +4,15 @@
   against the same worker sending normalised float32 pixels, and against a bare decode+resize loop over the
   same images;
 - the share of padded LLM tokens of the stage 2 and stage 3 mixes without and with length grouping
-  (``data.group_by_length``, the stage configs' window).
+  (``data.group_by_length``, the stage configs' window);
+- the cost of a mixture: samples/s of the same samples read as 3 sources (``data.sources``, of 120, 80 and
+  40 samples, weighted by size) against one (``mix_loader_ratio``, goal >= 0.95), each the best of
+  ``MIX_REPEATS`` runs taken in turn.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tempfile
 import time
@@ -24,10 +28,11 @@ from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
 from pipeline.data.shard_format import expand_urls, read_shards
 from pipeline.model.vision import image_transform
-from pipeline.schema import StageConfig
+from pipeline.schema import SourceConfig, StageConfig
 
 SIZE, BATCH, BATCHES, PAIRS = 448, 8, 40, 240
 PADDING_BATCHES = 64
+MIX_SIZES, MIX_REPEATS = (120, 80, 40), 2
 
 
 def run() -> dict:
@@ -46,6 +51,7 @@ def run() -> dict:
             "bare_decode_resize_samples_per_s": round(bare_rate, 1),
             "ratio_to_bare": round(rates["uint8"] / bare_rate, 3),
         }
+        result.update(_mix_rates(cfg, world_samples(PAIRS, 0), Path(tmp) / "mix"))
         for stage in ("stage2", "stage3"):
             cfg = _stage(stage, shards)
             window = cfg.data.group_by_length
@@ -54,6 +60,24 @@ def run() -> dict:
                 cfg.data.group_by_length = group
                 result[f"{stage}_padding_share_{name}"] = round(_padding_share(cfg), 4)
     return result
+
+
+def _mix_rates(cfg: StageConfig, samples: list[dict], root: Path) -> dict:
+    sources, start = [], 0
+    for i, size in enumerate(MIX_SIZES):
+        shards = write_shards(samples[start : start + size], root / f"set{i}", per_shard=40)
+        sources.append(SourceConfig(f"set{i}", shards, float(size)))
+        start += size
+    one = dataclasses.replace(cfg.data, shards="::".join(s.shards for s in sources), sources=[])
+    three = dataclasses.replace(cfg.data, shards=None, sources=sources)
+    rates: dict[str, list[float]] = {"one": [], "three": []}
+    for _ in range(MIX_REPEATS):  # in turn, so that a slow moment of the machine costs both alike
+        for name, data in (("one", one), ("three", three)):
+            rates[name].append(_rate(dataclasses.replace(cfg, data=data), "uint8"))
+    best = {name: max(r) for name, r in rates.items()}
+    return {"mix_sources": len(MIX_SIZES), "loader_samples_per_s_one_source": round(best["one"], 1),
+            "loader_samples_per_s_three_sources": round(best["three"], 1),
+            "mix_loader_ratio": round(best["three"] / best["one"], 3)}  # fmt: skip
 
 
 def _stage(stage: str, shards: str) -> StageConfig:

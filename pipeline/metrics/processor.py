@@ -127,6 +127,7 @@ class MetricsProcessor:
         for source, count in sorted(total.loader["sources"].items()):  # cumulative, as the task mix
             row[f"mix/source/{source}"] = count / seen
             row[f"epochs/source/{source}"] = total.loader["epochs"].get(source, 0)
+            row[f"skipped/source/{source}"] = total.loader["source_skipped"].get(source, 0)
         return row
 
 

@@ -93,3 +93,18 @@ def test_the_command_line_marks_supervised_text(world_shards):
     assert "task vqa" in out and " Answer:[[ " in out and "<|image_pad|>x64" in out
     bad = subprocess.run(cmd[:-1] + ["data.shards=/nonexistent/{0..1}.tar"], capture_output=True, text=True)
     assert bad.returncode == 2 and "data.shards" in bad.stderr
+
+
+def test_source_picks_one_source_of_a_mixture(capsys, tmp_path):
+    from tests.shards import one_task_shards
+
+    refs = one_task_shards(tmp_path / "refs", 4, "ref", per_shard=4, seed=5)
+    caps = one_task_shards(tmp_path / "caps", 4, "caption", per_shard=4, seed=6)
+    sources = f"data.sources=[{{name: caps, shards: '{caps}'}}, {{name: refs, shards: '{refs}', tasks: [ref]}}]"
+    base = ["--config", "configs/stage2.yaml", "--index", "2", "--json", sources]
+    assert main(base + ["--source", "refs"]) == 0
+    assert "<|box_start|>" in supervised(json.loads(capsys.readouterr().out))  # drawn among the source's tasks
+    assert main(base) == 0  # the first source by default
+    assert "<|box_start|>" not in supervised(json.loads(capsys.readouterr().out))
+    assert main(base + ["--source", "nope"]) == 2
+    assert "--source 'nope': data.sources has ['caps', 'refs']" in capsys.readouterr().err
