@@ -3,6 +3,7 @@ fixtures of tests and benches (prep's own output goes through `make prep`)."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -30,3 +31,19 @@ def write_shards(samples: list[dict], out: Path, per_shard: int) -> str:
     for shard in range(count):
         write_shard(out / f"{shard:06d}.tar", samples[shard * per_shard : (shard + 1) * per_shard])
     return str(out / f"{{000000..{count - 1:06d}}}.tar")
+
+
+def one_task_shards(out: Path, num: int, task: str, per_shard: int, seed: int = 0) -> str:
+    """Shards of ``num`` world images with one task's ground truth each, as real datasets come: ``caption``
+    (LAION-like: the caption alone) or one of the metadata tasks (``ref``: RefCOCO-like, no caption)."""
+    samples = []
+    for sample in world_samples(num, 0, seed):
+        meta = json.loads(sample["json"])
+        tasks = meta.pop("tasks", {})
+        if task != "caption":
+            meta.pop("caption", None)
+            sample.pop("txt", None)
+            meta["tasks"] = {task: tasks[task]}
+        sample["json"] = json.dumps(meta).encode()
+        samples.append(sample)
+    return write_shards(samples, out, per_shard)

@@ -125,6 +125,8 @@ class TaskBatches(IterableDataset):
         return self._position or {"mixture": None}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("stream"):  # a checkpoint from before mixtures: one source's stream
+            state = {**state, "mixture": {"streams": {self.sources[0].name: state["stream"]}, "draws": 0}}
         self._restored = state
 
     def __iter__(self) -> Iterator[dict]:

@@ -307,7 +307,7 @@ def test_grit_parquet_downloads_and_becomes_grounded_samples(tmp_path, image_ser
 
 
 # -- Qwen-VL's fine-tuning JSON --------------------------------------------------------------------------------
-def test_qwenvl_json_becomes_chatml_with_preprocess_masks(tmp_path, tokenizer):
+def test_qwenvl_json_becomes_chatml_with_preprocess_masks(tmp_path, tokenizer, tokenizer_dir):
     images = tmp_path / "assets"
     images.mkdir()
     (images / "demo.jpeg").write_bytes(jpeg())
@@ -356,3 +356,6 @@ def test_qwenvl_json_becomes_chatml_with_preprocess_masks(tmp_path, tokenizer):
                      for t in entry["conversations"]]  # fmt: skip
         assert (example.input_ids, example.labels) == qwen_vl_preprocess(reference, tokenizer), entry["id"]
     assert out["identity_0"][1] is None and out["identity_1"][1] is not None
+    assert "]]assistant\n[[" in inspected(
+        summary, 0, "chatml", tokenizer_dir
+    )  # the answer learnt, not its role

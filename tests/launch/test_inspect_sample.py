@@ -96,14 +96,15 @@ def test_the_command_line_marks_supervised_text(world_shards):
 
 
 def test_source_picks_one_source_of_a_mixture(capsys, tmp_path):
-    from tests.shards import one_task_shards
+    from data_prep.synthetic.shards import one_task_shards
 
     refs = one_task_shards(tmp_path / "refs", 4, "ref", per_shard=4, seed=5)
     caps = one_task_shards(tmp_path / "caps", 4, "caption", per_shard=4, seed=6)
-    sources = f"data.sources=[{{name: caps, shards: '{caps}'}}, {{name: refs, shards: '{refs}', tasks: [ref]}}]"
-    base = ["--config", "configs/stage2.yaml", "--index", "2", "--json", sources]
+    sources = f"[{{name: caps, shards: '{caps}'}}, {{name: refs, shards: '{refs}', tasks: [ref]}}]"
+    base = ["--config", "configs/stage2.yaml", "--index", "2", "--json", f"data.sources={sources}"]
     assert main(base + ["--source", "refs"]) == 0
-    assert "<|box_start|>" in supervised(json.loads(capsys.readouterr().out))  # drawn among the source's tasks
+    # drawn among the source's tasks
+    assert "<|box_start|>" in supervised(json.loads(capsys.readouterr().out))
     assert main(base) == 0  # the first source by default
     assert "<|box_start|>" not in supervised(json.loads(capsys.readouterr().out))
     assert main(base + ["--source", "nope"]) == 2

@@ -60,7 +60,7 @@ def metrics(out: Path, stage: str = "stage1") -> list[dict]:
 def three_sources(root: Path) -> Path:
     """A mixture file of three one-task sources of different sizes: the 2-sample one wraps around (2 ranks x 2
     workers draw about 7 samples from it)."""
-    from tests.shards import one_task_shards
+    from data_prep.synthetic.shards import one_task_shards
 
     sets = [("laion", 120, "caption", 5), ("refcoco", 40, "ref", 2), ("vqa", 2, "vqa", 2)]
     lines = [f"    - {{name: {name}, shards: '{one_task_shards(root / name, n, task, per_shard=20, seed=i)}', "

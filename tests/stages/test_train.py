@@ -80,8 +80,11 @@ def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
                 "data_wait_share", "memory_gb", "step_s"):  # fmt: skip
         assert first[key] is not None and first[key] >= 0, key
     assert 0 < first["padding_share"] < 1  # the mix's lengths differ: some of every batch is padding
-    tasks = [k for k in first if k.startswith("loss/")]
-    assert tasks and abs(sum(v for k, v in first.items() if k.startswith("mix/")) - 1) < 1e-9
+    task_mix = {k: v for k, v in first.items() if k.startswith("mix/") and not k.startswith("mix/source/")}
+    assert len(task_mix) > 1 and abs(sum(task_mix.values()) - 1) < 1e-9
+    assert first["mix/source/default"] == 1.0 and first["loss/source/default"] == pytest.approx(
+        first["loss"]
+    )  # one source
     assert first["lr/llm"] == pytest.approx(5e-5 / 4)  # step 1 of a 4-step warmup to the paper's 5e-5
     assert (out / "loss.png").stat().st_size > 10_000
     samples = (out / "samples.jsonl").read_text().splitlines()
@@ -154,7 +157,7 @@ def test_hooks_run_after_every_step_and_at_the_end_after_the_export(tmp_path, wo
 @pytest.fixture(scope="module")
 def two_sets(tmp_path_factory) -> tuple[str, str]:
     """As real data comes: a caption-only set (LAION-like, 300) and a referring-only one (RefCOCO-like, 60)."""
-    from tests.shards import one_task_shards
+    from data_prep.synthetic.shards import one_task_shards
 
     root = tmp_path_factory.mktemp("two_sets")
     return (one_task_shards(root / "laion", 300, "caption", per_shard=50, seed=1),

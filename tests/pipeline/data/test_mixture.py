@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from data_prep.synthetic.shards import one_task_shards
 from launch.mixture import main as mixture_main
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.data.formats import Formatter
@@ -13,7 +14,6 @@ from pipeline.data.mixture import check_mixture
 from pipeline.model.vision import image_transform
 from pipeline.schema import DataConfig, SourceConfig, StageConfig, VisionConfig
 from tests.pipeline.data.test_loader import SIZE, same, take
-from tests.shards import one_task_shards
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,20 @@ def test_the_paper_mixtures_load_and_the_check_lists_what_is_missing(sets, tmp_p
         "| vqa | 3 | 75.0% | caption, grounded_caption, ocr, ref, text, vqa | 1 | 12 | 5.00 | - |" in out.out
     )
     assert "1 of 2 sources lack shards: gone" in out.err
+
+
+def test_a_loader_position_from_before_mixtures_still_restores(world_shards, tokenizer):
+    cfg = DataConfig(shards=world_shards, image_size=SIZE, num_workers=0)
+    fmt, transform = (
+        Formatter(tokenizer, num_queries=16, max_length=512),
+        image_transform(VisionConfig(), SIZE),
+    )
+    uninterrupted = take(iter(build_loader(cfg, fmt, transform, 4, 0, 0, 1)), 8)
+    first = build_loader(cfg, fmt, transform, 4, 0, 0, 1)
+    take(iter(first), 5)
+    state = json.loads(json.dumps(first.state_dict()))
+    position = state["loader"]["dataset_state"]  # inline (no workers): the dataset's own state
+    position["stream"] = position.pop("mixture")["streams"]["default"]  # the old layout: one stream
+    restored = build_loader(cfg, fmt, transform, 4, 0, 0, 1)
+    restored.load_state_dict(state)
+    assert all(same(a, b) for a, b in zip(take(iter(restored), 3), uninterrupted[5:], strict=True))
