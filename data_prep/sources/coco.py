@@ -63,6 +63,8 @@ def images(src: Config) -> list[tuple[str, list[str], str]]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConfigError(f"key 'coco.input': {src.input} has no 'images' list")
     if "annotations" in data:
+        if not isinstance(data["annotations"], list):
+            raise ConfigError(f"key 'coco.input': {src.input}: 'annotations' is not a list")
         return _coco(data, src.input)
     return _karpathy(data, src)
 
@@ -70,10 +72,19 @@ def images(src: Config) -> list[tuple[str, list[str], str]]:
 def _coco(data: dict, path: str) -> list[tuple[str, list[str], str]]:
     captions: dict = {}
     for a in data["annotations"]:
-        if isinstance(a, dict) and isinstance(a.get("caption"), str) and a["caption"].strip():
-            captions.setdefault(a.get("image_id"), []).append(a["caption"].strip())
-    return [(str(im.get("file_name", "")), captions.get(im.get("id"), []), f"{path} image {im.get('id')}")
-            for im in data["images"] if isinstance(im, dict)]  # fmt: skip
+        if (
+            isinstance(a, dict)
+            and _id(a.get("image_id"))
+            and isinstance(a.get("caption"), str)
+            and a["caption"].strip()
+        ):
+            captions.setdefault(a["image_id"], []).append(a["caption"].strip())
+    return [(str(im.get("file_name", "")), captions.get(im["id"], []) if _id(im.get("id")) else [],
+             f"{path} image {im.get('id')}") for im in data["images"] if isinstance(im, dict)]  # fmt: skip
+
+
+def _id(value: object) -> bool:
+    return isinstance(value, int | str)
 
 
 def _karpathy(data: dict, src: Config) -> list[tuple[str, list[str], str]]:
@@ -81,7 +92,10 @@ def _karpathy(data: dict, src: Config) -> list[tuple[str, list[str], str]]:
     for im in data["images"]:
         if not isinstance(im, dict) or im.get("split") not in src.splits:
             continue
-        name = "/".join(p for p in (im.get("filepath"), im.get("filename")) if p)
-        sentences = [s.get("raw", "").strip() for s in im.get("sentences") or [] if isinstance(s, dict)]
-        out.append((name, [s for s in sentences if s], f"{src.input} {name}"))
+        name = "/".join(str(p) for p in (im.get("filepath"), im.get("filename")) if p)
+        sentences = im.get("sentences") if isinstance(im.get("sentences"), list) else []
+        raw = [s.get("raw") for s in sentences if isinstance(s, dict)]
+        out.append(
+            (name, [r.strip() for r in raw if isinstance(r, str) and r.strip()], f"{src.input} {name}")
+        )
     return out

@@ -74,7 +74,7 @@ def dialogue(entry: object) -> tuple[list[dict], list[str]]:
     messages, paths = [], []
     for turn in turns:
         role, value = (turn.get("from"), turn.get("value")) if isinstance(turn, dict) else (None, None)
-        if role not in ROLES or not isinstance(value, str):
+        if not isinstance(role, str) or role not in ROLES or not isinstance(value, str):
             raise BadRecord("bad_metadata", f"turn {turn!r:.80} has no known 'from' or no string 'value'")
         for box in BOX.finditer(value):
             if not all(0 <= int(v) < GRID for v in box.groups()):

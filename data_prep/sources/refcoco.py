@@ -60,10 +60,11 @@ def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadEr
         ref = records[index]
         where = f"{src.refs} ref {ref.get('ref_id')}"
         try:
-            expressions = [e for e in (_expression(s) for s in ref.get("sentences") or []) if e]
+            sentences = ref.get("sentences") if isinstance(ref.get("sentences"), list) else []
+            expressions = [e for e in (_expression(s) for s in sentences) if e]
             if not expressions:
                 raise BadRecord("no_expression", "no sentence")
-            if ref.get("image_id") not in images or ref.get("ann_id") not in boxes:
+            if not (_known(ref.get("image_id"), images) and _known(ref.get("ann_id"), boxes)):
                 raise BadRecord("missing_annotation", f"image {ref.get('image_id')} or object "
                                 f"{ref.get('ann_id')} is not in {src.instances}")  # fmt: skip
             im = images[ref["image_id"]]
@@ -78,6 +79,10 @@ def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadEr
         yield Sample(
             sample_key(spec["part"], position), where, image, None, {"lang": src.lang, "tasks": tasks}
         )
+
+
+def _known(key: object, index: dict) -> bool:
+    return isinstance(key, int | str) and key in index
 
 
 def _expression(sentence: object) -> str:
@@ -123,5 +128,12 @@ def _instances(path: str) -> tuple[dict, dict]:
         or not isinstance(data.get("annotations"), list)
     ):
         raise ConfigError(f"key 'refcoco.instances': {path} lacks COCO's 'images' and 'annotations'")
-    images = {im.get("id"): im for im in data["images"] if isinstance(im, dict)}
-    return images, {a.get("id"): a.get("bbox") for a in data["annotations"] if isinstance(a, dict)}
+    images = {
+        im["id"]: im for im in data["images"] if isinstance(im, dict) and isinstance(im.get("id"), int | str)
+    }
+    boxes = {
+        a["id"]: a.get("bbox")
+        for a in data["annotations"]
+        if isinstance(a, dict) and isinstance(a.get("id"), int | str)
+    }
+    return images, boxes

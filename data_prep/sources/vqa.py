@@ -70,7 +70,8 @@ def question_answer(q: object, answers: dict) -> dict:
     """One question record -> its ``{"question", "answer", "answers", "question_id"}``."""
     if not isinstance(q, dict) or not isinstance(q.get("question"), str) or not q["question"].strip():
         raise BadRecord("bad_metadata", "no question text")
-    given = q["answers"] if "answers" in q else answers.get(q.get("question_id"))
+    qid = q.get("question_id")
+    given = q["answers"] if "answers" in q else answers.get(qid) if isinstance(qid, int | str) else None
     if given is None:
         raise BadRecord("no_answer", "no annotation for this question")
     humans = [a.get("answer") if isinstance(a, dict) else a for a in given] if isinstance(given, list) else []
@@ -121,4 +122,5 @@ def _answer_index(path: str) -> dict:
     data = read_json(path, "vqa.annotations")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise ConfigError(f"key 'vqa.annotations': {path} has no 'annotations' list")
-    return {a.get("question_id"): a.get("answers") for a in data["annotations"] if isinstance(a, dict)}
+    return {a["question_id"]: a.get("answers") for a in data["annotations"]
+            if isinstance(a, dict) and isinstance(a.get("question_id"), int | str)}  # fmt: skip

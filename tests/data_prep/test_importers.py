@@ -359,3 +359,68 @@ def test_qwenvl_json_becomes_chatml_with_preprocess_masks(tmp_path, tokenizer, t
     assert "]]assistant\n[[" in inspected(
         summary, 0, "chatml", tokenizer_dir
     )  # the answer learnt, not its role
+
+
+# -- hostile records: every importer counts them, none crashes -------------------------------------------------
+def read_all(preset: str, *overrides: str) -> tuple[int, dict[str, int]]:
+    """(samples, errors by kind) of a source's read alone, without the rest of the prep job."""
+    from data_prep.sample import ReadError
+    from data_prep.sources import check_source, plan_parts, read_part
+
+    cfg = load_config(PrepConfig, CONFIG_ROOT / "data" / f"{preset}.yaml", list(overrides))
+    check_source(cfg)
+    items = [item for spec in plan_parts(cfg) for item in read_part(cfg, spec)]
+    errors: dict[str, int] = {}
+    for e in (i for i in items if isinstance(i, ReadError)):
+        errors[e.kind] = errors.get(e.kind, 0) + 1
+    return len(items) - sum(errors.values()), errors
+
+
+def test_records_of_the_wrong_types_are_counted_not_fatal(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    odd = [None, 3, "x", [1], {"a": 1}]
+    coco = {"images": [{"id": v, "file_name": v} for v in odd] + [{"id": 1, "file_name": "a.jpg"}],
+            "annotations": [{"image_id": v, "caption": v} for v in odd] + [{"image_id": 1, "caption": "A picture."}]}  # fmt: skip
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    kept_count, errors = read_all(
+        "coco", f"coco.input={tmp_path / 'coco.json'}", f"coco.image_root={tmp_path}"
+    )
+    assert kept_count == 1 and sum(errors.values()) == len(odd)
+
+    karpathy = {"images": [{"filename": v, "filepath": v, "split": "train", "sentences": v} for v in odd]}
+    (tmp_path / "karpathy.json").write_text(json.dumps(karpathy))
+    kept_count, errors = read_all(
+        "coco", f"coco.input={tmp_path / 'karpathy.json'}", f"coco.image_root={tmp_path}"
+    )
+    assert kept_count == 0 and sum(errors.values()) == len(odd)
+
+    questions = {"data_subtype": "x", "questions": [{"image_id": v, "question": v, "question_id": v} for v in odd]
+                 + [{"image_id": v, "question": "Why?", "question_id": 5} for v in odd]}  # fmt: skip
+    annotations = {
+        "annotations": [{"question_id": v, "answers": v} for v in odd]
+        + [{"question_id": 5, "answers": ["y"] * 10}]
+    }
+    (tmp_path / "q.json").write_text(json.dumps(questions))
+    (tmp_path / "an.json").write_text(json.dumps(annotations))
+    kept_count, errors = read_all("vqav2", f"vqa.questions={tmp_path / 'q.json'}", f"vqa.annotations={tmp_path / 'an.json'}",
+                                  f"vqa.image_root={tmp_path}", "vqa.image_pattern='{image_id}'")  # fmt: skip
+    assert kept_count == 0 and sum(errors.values()) == 2 * len(odd)
+
+    instances = {"images": [{"id": v, "file_name": "a.jpg", "width": 200, "height": 160} for v in odd[1:3]],
+                 "annotations": [{"id": v, "bbox": v} for v in odd[1:3]]}  # fmt: skip
+    refs = [
+        {"ref_id": k, "split": "train", "image_id": v, "ann_id": v, "sentences": v} for k, v in enumerate(odd)
+    ]
+    refs += [{"ref_id": 9, "split": "train", "image_id": 3, "ann_id": "x", "sentences": [{"sent": "it"}]}]
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    (tmp_path / "refs.json").write_text(json.dumps(refs))
+    kept_count, errors = read_all("refcoco", f"refcoco.refs={tmp_path / 'refs.json'}",
+                                  f"refcoco.instances={tmp_path / 'instances.json'}", f"refcoco.image_root={tmp_path}")  # fmt: skip
+    assert kept_count == 0 and errors == {"no_expression": 5, "bad_box": 1}  # "x" is a box of the wrong shape
+
+    dialogues = [{"id": k, "conversations": [{"from": v, "value": v}]} for k, v in enumerate(odd)] + odd
+    (tmp_path / "qwenvl.json").write_text(json.dumps(dialogues))
+    kept_count, errors = read_all(
+        "qwenvl", f"qwenvl.input={tmp_path / 'qwenvl.json'}", f"qwenvl.image_root={tmp_path}"
+    )
+    assert kept_count == 0 and errors == {"bad_metadata": 2 * len(odd)}
