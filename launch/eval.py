@@ -1,7 +1,12 @@
-"""Score a final/ export on held-out shards, each score next to its image-blind twin (``pipeline.eval``).
+"""Score a final/ export on held-out shards, each score next to its image-blind twin (``pipeline.eval``), or
+score any model's predictions file against a benchmark's own files by its official rule (``score``).
 
 python -m launch.eval --checkpoint runs/default/stage2/final --shards 'data/heldout/shards/{000000..000001}.tar'
 python -m launch.eval ... --question-types     # VQA accuracy per question type too, blind beside it
+python -m launch.eval score --benchmark vqav2 --predictions P.json --questions Q.json --annotations A.json --out S.json
+python -m launch.eval score --benchmark gqa --predictions P.json --questions testdev_balanced_questions.json --out S.json
+python -m launch.eval score --benchmark flickr30k --predictions P.json --annotations dataset_flickr30k.json \
+    --split test --out S.json
 """
 
 from __future__ import annotations
@@ -11,11 +16,51 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.benchmarks.scoring import SCORERS, ScoringError, score_captions, score_gqa, score_vqa
 from pipeline.data.shard_format import expand_urls
 from pipeline.eval import METRICS, evaluate_export
 
 
+def score(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m launch.eval score",
+                                description="Score a predictions file in a benchmark's official results format.")  # fmt: skip
+    p.add_argument("--benchmark", required=True, choices=sorted(SCORERS))
+    p.add_argument("--predictions", required=True, help="the results file: VQA [{question_id, answer}], GQA "
+                   "[{questionId, prediction}], captions [{image_id, caption}]")  # fmt: skip
+    p.add_argument(
+        "--questions", help="VQA: the questions file (optional: the annotations' questions); GQA: required"
+    )
+    p.add_argument(
+        "--annotations", help="VQA: annotations (or TextVQA's release file); captions: COCO-style or Karpathy"
+    )
+    p.add_argument("--split", help="captions from a Karpathy file: the split scored (test, val)")
+    p.add_argument("--out", required=True, help="the scores JSON written")
+    args = p.parse_args(argv)
+    scorer = SCORERS[args.benchmark]
+    needed = {score_vqa: ["annotations"], score_gqa: ["questions"], score_captions: ["annotations"]}[scorer]
+    if missing := [f"--{name}" for name in needed if getattr(args, name) is None]:
+        p.error(f"--benchmark {args.benchmark} needs {' '.join(missing)}")
+    try:
+        if scorer is score_vqa:
+            result = score_vqa(args.predictions, args.annotations, args.questions)
+        elif scorer is score_gqa:
+            result = score_gqa(args.predictions, args.questions)
+        else:
+            result = score_captions(args.predictions, args.annotations, args.split)
+    except ScoringError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = {"benchmark": args.benchmark, **result}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["score"]:
+        return score(argv[1:])
     p = argparse.ArgumentParser(prog="python -m launch.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a final/ export (QwenVL.from_pretrained)")
     p.add_argument("--shards", required=True, help="held-out shards, brace-expanded")

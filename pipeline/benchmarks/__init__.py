@@ -1,0 +1,1 @@
+"""The paper's benchmarks from their own files, scored by their official rules (``scoring``)."""

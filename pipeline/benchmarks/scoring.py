@@ -1,0 +1,213 @@
+"""Scoring a predictions file in a benchmark's official results format against the benchmark's own files, by
+its official rule: what ``python -m launch.eval score`` runs, for our predictions or any other model's.
+
+- VQA (``vqav2``, ``okvqa``, ``textvqa``, ``vizwiz``-style VQA files): predictions ``[{"question_id",
+  "answer"}]`` as EvalAI takes them; questions and annotations in VQAv2's layout, or TextVQA's release file as
+  the annotations alone. ``vqa_acc`` is the challenge's accuracy (``vqa_accuracy``), with its means per answer
+  type and per question type.
+- ``gqa``: predictions ``[{"questionId", "prediction"}]`` as GQA's evaluation takes them, against its balanced
+  questions file: exact match of the stripped strings.
+- captions (``coco_caption``, ``flickr30k``, ``nocaps``): predictions ``[{"image_id", "caption"}]``, against
+  COCO-style ``captions_*.json`` or Karpathy's split file (``split``); CIDEr, BLEU-4, METEOR and ROUGE-L as
+  pycocoevalcap's ``COCOEvalCap`` computes them after its PTB tokenizer (SPICE is left out: it downloads
+  models). METEOR runs on Java; without Java it is left out and said so.
+
+Every question or image of the benchmark needs exactly one prediction: one missing, repeated or unknown is an
+error that names it and the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.benchmarks.vqa_accuracy import vqa_accuracy
+
+log = logging.getLogger(__name__)
+
+
+class ScoringError(ValueError):
+    """A predictions or benchmark file that cannot be scored; the message names the file and the item."""
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ScoringError(f"{what} {path}: {e}") from None
+
+
+def keyed(path: str | Path, key: str, value: str) -> dict[Any, Any]:
+    """A predictions file (a JSON list of objects) as {its ``key``: its ``value``}."""
+    items = read_json(path, "predictions")
+    if not isinstance(items, list):
+        raise ScoringError(f"predictions {path}: a JSON list of {{{key!r}, {value!r}}} objects is needed")
+    out: dict[Any, Any] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or key not in item or not isinstance(item.get(value), str):
+            raise ScoringError(f"predictions {path}[{i}]: needs {key!r} and a string {value!r}")
+        if item[key] in out:
+            raise ScoringError(f"predictions {path}: {key} {item[key]!r} is predicted twice")
+        out[item[key]] = item[value]
+    return out
+
+
+def matched(predictions: dict, expected: list, path: str | Path, what: str) -> list:
+    """The predictions in the benchmark's order; every item needs one, and none may be extra."""
+    missing = [k for k in expected if k not in predictions]
+    if missing:
+        raise ScoringError(f"predictions {path}: {what} {missing[0]!r} has no prediction "
+                           f"({len(missing)} of {len(expected)} missing)")  # fmt: skip
+    extra = set(predictions) - set(expected)
+    if extra:
+        raise ScoringError(
+            f"predictions {path}: {what} {sorted(extra, key=str)[0]!r} is not in the benchmark"
+        )
+    return [predictions[k] for k in expected]
+
+
+# -- VQA ------------------------------------------------------------------------------------------------------
+def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> dict[Any, dict]:
+    """question_id -> {"answers": the humans', "answer_type", "question_type"}, in the questions' order."""
+    data = read_json(annotations, "annotations")
+    if isinstance(data, dict) and isinstance(data.get("data"), list):  # TextVQA's release file
+        return {q["question_id"]: {"answers": list(q["answers"]), "answer_type": "", "question_type": ""}
+                for q in data["data"] if isinstance(q, dict) and "question_id" in q}  # fmt: skip
+    if not (isinstance(data, dict) and isinstance(data.get("annotations"), list)):
+        raise ScoringError(f"annotations {annotations}: neither VQAv2's 'annotations' nor TextVQA's 'data'")
+    truth = {}
+    for a in data["annotations"]:
+        humans = [h.get("answer") for h in a.get("answers") or [] if isinstance(h, dict)]
+        if not humans or not all(isinstance(h, str) for h in humans):
+            raise ScoringError(
+                f"annotations {annotations}: question {a.get('question_id')!r} has no human answers"
+            )
+        truth[a["question_id"]] = {"answers": humans, "answer_type": a.get("answer_type", ""),
+                                   "question_type": a.get("question_type", "")}  # fmt: skip
+    if questions is None:
+        return truth
+    listed = read_json(questions, "questions")
+    if not (isinstance(listed, dict) and isinstance(listed.get("questions"), list)):
+        raise ScoringError(f"questions {questions}: no 'questions' list")
+    ids = [q.get("question_id") for q in listed["questions"] if isinstance(q, dict)]
+    lacking = [i for i in ids if i not in truth]
+    if lacking:
+        raise ScoringError(
+            f"annotations {annotations}: question {lacking[0]!r} of {questions} is not annotated"
+        )
+    return {i: truth[i] for i in ids}
+
+
+def score_vqa(predictions: str | Path, annotations: str | Path, questions: str | Path | None = None) -> dict:
+    truth = vqa_truth(annotations, questions)
+    answers = matched(keyed(predictions, "question_id", "answer"), list(truth), predictions, "question")
+    accuracies = [vqa_accuracy(p, t["answers"]) for p, t in zip(answers, truth.values(), strict=True)]
+    return {"vqa_acc": _mean(accuracies), "questions": len(accuracies),
+            "per_answer_type": _grouped(accuracies, [t["answer_type"] for t in truth.values()]),
+            "per_question_type": _grouped(accuracies, [t["question_type"] for t in truth.values()])}  # fmt: skip
+
+
+# -- GQA ------------------------------------------------------------------------------------------------------
+def score_gqa(predictions: str | Path, questions: str | Path) -> dict:
+    data = read_json(questions, "questions")
+    if not isinstance(data, dict) or not all(isinstance(q, dict) and "answer" in q for q in data.values()):
+        raise ScoringError(f"questions {questions}: GQA's {{question id: {{..., 'answer'}}}} is needed")
+    answers = matched(keyed(predictions, "questionId", "prediction"), list(data), predictions, "question")
+    hits = [float(p.strip() == str(q["answer"]).strip()) for p, q in zip(answers, data.values(), strict=True)]
+    return {"accuracy": _mean(hits), "questions": len(hits)}
+
+
+# -- captions -------------------------------------------------------------------------------------------------
+def caption_truth(annotations: str | Path, split: str | None = None) -> dict[Any, list[str]]:
+    """image id -> its reference captions: COCO's ``captions_*.json`` (every image), or Karpathy's split file
+    (the images of ``split``, keyed by ``cocoid`` where there is one, else ``imgid``)."""
+    data = read_json(annotations, "annotations")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ScoringError(f"annotations {annotations}: no 'images' list")
+    refs: dict[Any, list[str]] = {}
+    if "annotations" in data:
+        refs = {im["id"]: [] for im in data["images"]}
+        for a in data["annotations"]:
+            if a.get("image_id") not in refs:
+                raise ScoringError(
+                    f"annotations {annotations}: caption of unknown image {a.get('image_id')!r}"
+                )
+            refs[a["image_id"]].append(a["caption"])
+    else:
+        if split is None:
+            raise ScoringError(f"annotations {annotations}: a Karpathy split file needs --split (test, val)")
+        for im in data["images"]:
+            if im.get("split") == split:
+                refs[im.get("cocoid", im.get("imgid"))] = [s["raw"] for s in im["sentences"]]
+    empty = [k for k, v in refs.items() if not v]
+    if empty or not refs:
+        raise ScoringError(f"annotations {annotations}: image {empty[0] if empty else None!r} has no caption")
+    return refs
+
+
+def score_captions(predictions: str | Path, annotations: str | Path, split: str | None = None) -> dict:
+    refs = caption_truth(annotations, split)
+    captions = matched(keyed(predictions, "image_id", "caption"), list(refs), predictions, "image")
+    scores = coco_caption_scores(refs, dict(zip(refs, captions, strict=True)))
+    return {**scores, "images": len(refs)}
+
+
+def coco_caption_scores(refs: dict[Any, list[str]], predicted: dict[Any, str]) -> dict[str, float]:
+    """COCOEvalCap's scores: PTB-tokenised references and predictions, then BLEU-4, METEOR, ROUGE-L, CIDEr."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    ids = {str(k): k for k in refs}  # the tokenizer keys by string, as COCO's image ids go through JSON
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": c} for c in refs[k]] for i, k in ids.items()})
+    res = tokenizer.tokenize({i: [{"caption": predicted[k]}] for i, k in ids.items()})
+    scores = {"bleu4": Bleu(4).compute_score(gts, res, verbose=0)[0][3], "rouge_l": Rouge().compute_score(gts, res)[0],
+              "cider": Cider().compute_score(gts, res)[0]}  # fmt: skip
+    meteor = _meteor(gts, res)
+    if meteor is not None:
+        scores["meteor"] = meteor
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _meteor(gts: dict, res: dict) -> float | None:
+    """METEOR through pycocoevalcap's Java jar; None (and a warning) where Java cannot run it."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        scorer = Meteor()
+    except OSError as e:  # no Java: the score is left out, not faked
+        log.warning("METEOR left out: %s", e)
+        return None
+    try:
+        return scorer.compute_score(gts, res)[0]
+    except (OSError, ValueError) as e:  # the jar died (memory, a broken install)
+        log.warning("METEOR left out: %s", e)
+        scorer.meteor_p.kill()
+        if scorer.lock.locked():  # its __del__ takes the lock again
+            scorer.lock.release()
+        return None
+
+
+# -- the registry ---------------------------------------------------------------------------------------------
+SCORERS: dict[str, Callable[..., dict]] = {
+    "vqav2": score_vqa, "okvqa": score_vqa, "textvqa": score_vqa, "vizwiz": score_vqa,
+    "gqa": score_gqa,
+    "coco_caption": score_captions, "flickr30k": score_captions, "nocaps": score_captions,
+}  # fmt: skip
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _grouped(values: list[float], groups: list[str]) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for value, group in zip(values, groups, strict=True):
+        if group:
+            out.setdefault(group, []).append(value)
+    return {g: _mean(v) for g, v in sorted(out.items())}
