@@ -5,6 +5,8 @@ python -m launch.eval --checkpoint runs/default/stage2/final --shards 'data/held
 python -m launch.eval ... --question-types     # VQA accuracy per question type too, blind beside it
 python -m launch.eval score --benchmark vqav2 --predictions P.json --questions Q.json --annotations A.json --out S.json
 python -m launch.eval score --benchmark gqa --predictions P.json --questions testdev_balanced_questions.json --out S.json
+python -m launch.eval score --benchmark refcoco --predictions P.json --refs 'refs(unc).p' --instances instances.json \
+    --split testA --out S.json
 python -m launch.eval score --benchmark flickr30k --predictions P.json --annotations dataset_flickr30k.json \
     --split test --out S.json
 """
@@ -16,7 +18,14 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.benchmarks.scoring import SCORERS, ScoringError, score_captions, score_gqa, score_vqa
+from pipeline.benchmarks.scoring import (
+    SCORERS,
+    ScoringError,
+    score_captions,
+    score_gqa,
+    score_refcoco,
+    score_vqa,
+)
 from pipeline.data.shard_format import expand_urls
 from pipeline.eval import METRICS, evaluate_export
 
@@ -26,18 +35,23 @@ def score(argv: list[str]) -> int:
                                 description="Score a predictions file in a benchmark's official results format.")  # fmt: skip
     p.add_argument("--benchmark", required=True, choices=sorted(SCORERS))
     p.add_argument("--predictions", required=True, help="the results file: VQA [{question_id, answer}], GQA "
-                   "[{questionId, prediction}], captions [{image_id, caption}]")  # fmt: skip
+                   "[{questionId, prediction}], referring [{sent_id, bbox}] in pixels, captions [{image_id, caption}]")  # fmt: skip
     p.add_argument(
         "--questions", help="VQA: the questions file (optional: the annotations' questions); GQA: required"
     )
     p.add_argument(
         "--annotations", help="VQA: annotations (or TextVQA's release file); captions: COCO-style or Karpathy"
     )
-    p.add_argument("--split", help="captions from a Karpathy file: the split scored (test, val)")
+    p.add_argument("--refs", help="referring: REFER's refs(<split_by>).p, or the same list as .json")
+    p.add_argument("--instances", help="referring: the release's instances.json")
+    p.add_argument(
+        "--split", help="referring: val, testA, testB, test; captions from a Karpathy file: test, val"
+    )
     p.add_argument("--out", required=True, help="the scores JSON written")
     args = p.parse_args(argv)
     scorer = SCORERS[args.benchmark]
-    needed = {score_vqa: ["annotations"], score_gqa: ["questions"], score_captions: ["annotations"]}[scorer]
+    needed = {score_vqa: ["annotations"], score_gqa: ["questions"], score_captions: ["annotations"],
+              score_refcoco: ["refs", "instances", "split"]}[scorer]  # fmt: skip
     if missing := [f"--{name}" for name in needed if getattr(args, name) is None]:
         p.error(f"--benchmark {args.benchmark} needs {' '.join(missing)}")
     try:
@@ -45,6 +59,8 @@ def score(argv: list[str]) -> int:
             result = score_vqa(args.predictions, args.annotations, args.questions)
         elif scorer is score_gqa:
             result = score_gqa(args.predictions, args.questions)
+        elif scorer is score_refcoco:
+            result = score_refcoco(args.predictions, args.refs, args.instances, args.split)
         else:
             result = score_captions(args.predictions, args.annotations, args.split)
     except ScoringError as e:

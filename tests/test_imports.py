@@ -15,7 +15,8 @@ ALLOWED = {  # package -> the project packages (or modules) it may import
     "launch": ("stages", "pipeline", "data_prep"),
     "stages": ("pipeline",),
     "pipeline": (),
-    "data_prep": ("pipeline.config", "pipeline.data.shard_format"),
+    # the config loader, the shard format, and the safe readers of the datasets' own files (REFER's pickles)
+    "data_prep": ("pipeline.config", "pipeline.data.shard_format", "pipeline.data.dataset_files"),
     "bench": ("stages", "pipeline", "data_prep"),
     "dev": ("bench", "launch", "stages", "pipeline", "data_prep"),
 }

@@ -12,13 +12,11 @@ loader draws one per epoch).
 
 from __future__ import annotations
 
-import io
 import math
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key
@@ -32,6 +30,7 @@ from data_prep.sources.annotations import (
     stored_frame,  # fmt: skip
 )
 from pipeline.config import ConfigError
+from pipeline.data.dataset_files import load_plain_pickle
 
 
 @dataclass
@@ -92,13 +91,6 @@ def _expression(sentence: object) -> str:
     return text.strip() if isinstance(text, str) else ""
 
 
-class PlainUnpickler(pickle.Unpickler):
-    """Lists, dicts, strings and numbers only: a pickle that names a class or function is refused."""
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - never returns
-        raise pickle.UnpicklingError(f"refusing {module}.{name}: only plain types are read")
-
-
 def refs(src: Config) -> list[dict]:
     """The refs of the configured splits, in file order."""
     return [r for r in _all_refs(src.refs) if r.get("split") in src.splits]
@@ -110,7 +102,7 @@ def _all_refs(path: str) -> list[dict]:
         data = read_json(path, "refcoco.refs")
     else:
         try:
-            data = PlainUnpickler(io.BytesIO(Path(path).read_bytes()), encoding="utf-8").load()
+            data = load_plain_pickle(path)
         except (OSError, pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as e:
             raise ConfigError(f"key 'refcoco.refs': cannot read {path}: {e}") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

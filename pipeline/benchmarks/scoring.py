@@ -7,6 +7,10 @@ its official rule: what ``python -m launch.eval score`` runs, for our prediction
   type and per question type.
 - ``gqa``: predictions ``[{"questionId", "prediction"}]`` as GQA's evaluation takes them, against its balanced
   questions file: exact match of the stripped strings.
+- referring (``refcoco``, ``refcoco+``, ``refcocog``): predictions ``[{"sent_id", "bbox": [x1, y1, x2, y2]}]``
+  in image pixels, one per expression of the split's refs (REFER's ``refs(<split_by>).p`` or the same list as
+  JSON, with ``instances.json``); ``ref_acc`` is the share at IoU >= 0.5 with the object's box. A missing,
+  malformed or degenerate box is a miss, as Qwen-VL's evaluation counts an unparsable answer.
 - captions (``coco_caption``, ``flickr30k``, ``nocaps``): predictions ``[{"image_id", "caption"}]``, against
   COCO-style ``captions_*.json`` or Karpathy's split file (``split``); CIDEr, BLEU-4, METEOR and ROUGE-L as
   pycocoevalcap's ``COCOEvalCap`` computes them after its PTB tokenizer (SPICE is left out: it downloads
@@ -20,11 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.benchmarks.vqa_accuracy import vqa_accuracy
+from pipeline.data.dataset_files import load_plain_pickle
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +47,22 @@ def read_json(path: str | Path, what: str) -> Any:
         raise ScoringError(f"{what} {path}: {e}") from None
 
 
-def keyed(path: str | Path, key: str, value: str) -> dict[Any, Any]:
-    """A predictions file (a JSON list of objects) as {its ``key``: its ``value``}."""
+def keyed(path: str | Path, key: str, value: str, text: bool = True) -> dict[Any, Any]:
+    """A predictions file (a JSON list of objects) as {its ``key``: its ``value``} (a string if ``text``)."""
     items = read_json(path, "predictions")
     if not isinstance(items, list):
         raise ScoringError(f"predictions {path}: a JSON list of {{{key!r}, {value!r}}} objects is needed")
     out: dict[Any, Any] = {}
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or key not in item or not isinstance(item.get(value), str):
-            raise ScoringError(f"predictions {path}[{i}]: needs {key!r} and a string {value!r}")
+        if (
+            not isinstance(item, dict)
+            or key not in item
+            or value not in item
+            or (text and not isinstance(item[value], str))
+        ):
+            raise ScoringError(
+                f"predictions {path}[{i}]: needs {key!r} and {'a string ' if text else ''}{value!r}"
+            )
         if item[key] in out:
             raise ScoringError(f"predictions {path}: {key} {item[key]!r} is predicted twice")
         out[item[key]] = item[value]
@@ -118,6 +132,67 @@ def score_gqa(predictions: str | Path, questions: str | Path) -> dict:
     answers = matched(keyed(predictions, "questionId", "prediction"), list(data), predictions, "question")
     hits = [float(p.strip() == str(q["answer"]).strip()) for p, q in zip(answers, data.values(), strict=True)]
     return {"accuracy": _mean(hits), "questions": len(hits)}
+
+
+# -- referring expressions ------------------------------------------------------------------------------------
+def ref_truth(refs: str | Path, instances: str | Path, split: str) -> dict[Any, list[float]]:
+    """sent_id -> its object's box [x1, y1, x2, y2] in pixels, for every expression of the split's refs."""
+    try:
+        data = read_json(refs, "refs") if str(refs).endswith(".json") else load_plain_pickle(refs)
+    except (OSError, pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as e:
+        raise ScoringError(f"refs {refs}: {e}") from None
+    objects = read_json(instances, "instances")
+    if (
+        not isinstance(data, list)
+        or not isinstance(objects, dict)
+        or not isinstance(objects.get("annotations"), list)
+    ):
+        raise ScoringError(
+            f"refs {refs} / instances {instances}: REFER's list of refs and COCO's annotations needed"
+        )
+    boxes = {a["id"]: a["bbox"] for a in objects["annotations"] if isinstance(a, dict) and "id" in a}
+    truth = {}
+    for ref in data:
+        if ref.get("split") != split:
+            continue
+        if ref.get("ann_id") not in boxes:
+            raise ScoringError(
+                f"refs {refs}: ref {ref.get('ref_id')!r}: object {ref.get('ann_id')!r} not in {instances}"
+            )
+        x, y, w, h = boxes[ref["ann_id"]]
+        for sentence in ref.get("sentences") or []:
+            truth[sentence["sent_id"]] = [x, y, x + w, y + h]
+    if not truth:
+        raise ScoringError(f"refs {refs}: no expression in split {split!r}")
+    return truth
+
+
+def box_iou(a: Any, b: list[float]) -> float:
+    """IoU of two [x1, y1, x2, y2] boxes in pixels; a prediction that is not four finite numbers, or has no
+    area, overlaps nothing."""
+    if not (
+        isinstance(a, list | tuple)
+        and len(a) == 4
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in a)
+    ):
+        return 0.0
+    if a[2] <= a[0] or a[3] <= a[1]:
+        return 0.0
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def grid_to_pixels(box: list[int], width: int, height: int) -> list[float]:
+    """A generated 0-1000 grid box in image pixels, as Qwen-VL's evaluation maps it (coordinate / 999)."""
+    return [box[0] / 999 * width, box[1] / 999 * height, box[2] / 999 * width, box[3] / 999 * height]
+
+
+def score_refcoco(predictions: str | Path, refs: str | Path, instances: str | Path, split: str) -> dict:
+    truth = ref_truth(refs, instances, split)
+    boxes = matched(keyed(predictions, "sent_id", "bbox", text=False), list(truth), predictions, "expression")
+    hits = [float(box_iou(p, t) >= 0.5) for p, t in zip(boxes, truth.values(), strict=True)]
+    return {"ref_acc": _mean(hits), "expressions": len(hits), "split": split}
 
 
 # -- captions -------------------------------------------------------------------------------------------------
@@ -197,6 +272,7 @@ def _meteor(gts: dict, res: dict) -> float | None:
 SCORERS: dict[str, Callable[..., dict]] = {
     "vqav2": score_vqa, "okvqa": score_vqa, "textvqa": score_vqa, "vizwiz": score_vqa,
     "gqa": score_gqa,
+    "refcoco": score_refcoco, "refcoco+": score_refcoco, "refcocog": score_refcoco,
     "coco_caption": score_captions, "flickr30k": score_captions, "nocaps": score_captions,
 }  # fmt: skip
 

@@ -158,3 +158,49 @@ def test_score_command_writes_the_scores(tmp_path, capsys):
     missing = write(tmp_path / "m.json", [{"question_id": 1, "answer": "red"}])
     assert eval_main(argv[:4] + [missing] + argv[5:]) == 2
     assert "question 2 has no prediction" in capsys.readouterr().err
+
+
+def refcoco_files(tmp_path):
+    import pickle
+
+    def ref(ref_id, ann_id, split, *sent_ids):
+        return {"ref_id": ref_id, "ann_id": ann_id, "image_id": 5, "split": split, "category_id": 1,
+                "sentences": [{"sent_id": s, "sent": f"thing {s}", "raw": f"thing {s}", "tokens": []} for s in sent_ids]}  # fmt: skip
+
+    refs = [
+        ref(0, 1, "testA", 10, 11),
+        ref(1, 2, "testA", 12),
+        ref(2, 3, "testA", 13, 14, 15),
+        ref(3, 1, "val", 20),
+    ]
+    instances = {"images": [{"id": 5, "file_name": "COCO_train2014_000000000005.jpg", "width": 640, "height": 480}],
+                 "annotations": [{"id": 1, "image_id": 5, "bbox": [0, 0, 100, 100]},
+                                 {"id": 2, "image_id": 5, "bbox": [600, 400, 40, 80]},  # at the image's corner
+                                 {"id": 3, "image_id": 5, "bbox": [10, 20, 200, 100]}]}  # fmt: skip
+    (tmp_path / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    return str(tmp_path / "refs(unc).p"), write(tmp_path / "instances.json", instances)
+
+
+def test_refcoco_accuracy_at_iou_half(tmp_path):
+    from pipeline.benchmarks.scoring import grid_to_pixels, score_refcoco
+
+    refs, instances = refcoco_files(tmp_path)
+    corner = grid_to_pixels([939, 833, 999, 999], 640, 480)  # the generated grid box back in pixels
+    assert corner[2:] == [640.0, 480.0]
+    predictions = write(tmp_path / "p.json", [
+        {"sent_id": 10, "bbox": [0, 0, 100, 100]},  # exact: hit
+        {"sent_id": 11, "bbox": [50, 0, 150, 100]},  # IoU 5000 / 15000 = 1/3: miss
+        {"sent_id": 12, "bbox": corner},  # 38.4 x 79.8 px inside the 40 x 80 corner box: IoU 0.958, hit
+        {"sent_id": 13, "bbox": [10, 20, 210, 70]},  # IoU 10000 / 20000 = 0.5 exactly: hit
+        {"sent_id": 14, "bbox": [10, 20, 10, 120]},  # no width: miss
+        {"sent_id": 15, "bbox": None},  # nothing parsed from the answer: miss
+    ])  # fmt: skip
+    scores = score_refcoco(predictions, refs, instances, "testA")
+    assert scores == {"ref_acc": 0.5, "expressions": 6, "split": "testA"}
+    short = write(
+        tmp_path / "short.json", [{"sent_id": s, "bbox": [0, 0, 1, 1]} for s in (10, 11, 12, 13, 15)]
+    )
+    with pytest.raises(ScoringError, match="expression 14 has no prediction"):
+        score_refcoco(short, refs, instances, "testA")
+    assert score_refcoco(write(tmp_path / "v.json", [{"sent_id": 20, "bbox": [0, 0, 100, 100]}]), refs, instances,
+                         "val")["ref_acc"] == 1.0  # fmt: skip
