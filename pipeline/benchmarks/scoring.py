@@ -6,7 +6,7 @@ its official rule: what ``python -m launch.eval score`` runs, for our prediction
   the annotations alone. ``vqa_acc`` is the challenge's accuracy (``vqa_accuracy``), with its means per answer
   type and per question type.
 - ``gqa``: predictions ``[{"questionId", "prediction"}]`` as GQA's evaluation takes them, against its balanced
-  questions file: exact match of the stripped strings.
+  questions file: exact match of the stripped, lower-cased strings (Qwen-VL's ``evaluate_exact_match_accuracy``).
 - referring (``refcoco``, ``refcoco+``, ``refcocog``): predictions ``[{"sent_id", "bbox": [x1, y1, x2, y2]}]``
   in image pixels, one per expression of the split's refs (REFER's ``refs(<split_by>).p`` or the same list as
   JSON, with ``instances.json``); ``ref_acc`` is the share at IoU >= 0.5 with the object's box. A missing,
@@ -130,7 +130,10 @@ def score_gqa(predictions: str | Path, questions: str | Path) -> dict:
     if not isinstance(data, dict) or not all(isinstance(q, dict) and "answer" in q for q in data.values()):
         raise ScoringError(f"questions {questions}: GQA's {{question id: {{..., 'answer'}}}} is needed")
     answers = matched(keyed(predictions, "questionId", "prediction"), list(data), predictions, "question")
-    hits = [float(p.strip() == str(q["answer"]).strip()) for p, q in zip(answers, data.values(), strict=True)]
+    hits = [
+        float(p.strip().lower() == str(q["answer"]).strip().lower())
+        for p, q in zip(answers, data.values(), strict=True)
+    ]
     return {"accuracy": _mean(hits), "questions": len(hits)}
 
 

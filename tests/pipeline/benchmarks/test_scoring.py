@@ -106,7 +106,7 @@ def test_gqa_exact_match(tmp_path):
     questions = {"201307251": {"imageId": "n1", "question": "Is it red?", "answer": "yes", "fullAnswer": "Yes."},
                  "201640614": {"imageId": "n2", "question": "What is it?", "answer": "cat", "fullAnswer": "A cat."},
                  "202228614": {"imageId": "n3", "question": "Which side?", "answer": "left", "fullAnswer": "Left."}}  # fmt: skip
-    predictions = write(tmp_path / "p.json", [{"questionId": "201307251", "prediction": "yes"},
+    predictions = write(tmp_path / "p.json", [{"questionId": "201307251", "prediction": "Yes"},
                                               {"questionId": "201640614", "prediction": "a cat"},
                                               {"questionId": "202228614", "prediction": " left "}])  # fmt: skip
     assert score_gqa(predictions, write(tmp_path / "q.json", questions))["accuracy"] == pytest.approx(2 / 3)
