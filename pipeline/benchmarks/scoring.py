@@ -83,6 +83,16 @@ def matched(predictions: dict, expected: list, path: str | Path, what: str) -> l
     return [predictions[k] for k in expected]
 
 
+def restricted(truth: dict, ids: list | None, where: str | Path) -> dict:
+    """The benchmark's items, or only ``ids`` of them (a run with --limit scores what it asked)."""
+    if ids is None:
+        return truth
+    unknown = [i for i in ids if i not in truth]
+    if unknown:
+        raise ScoringError(f"{where}: item {unknown[0]!r} is not in the benchmark")
+    return {i: truth[i] for i in ids}
+
+
 # -- VQA ------------------------------------------------------------------------------------------------------
 def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> dict[Any, dict]:
     """question_id -> {"answers": the humans', "answer_type", "question_type"}, in the questions' order."""
@@ -115,8 +125,9 @@ def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> d
     return {i: truth[i] for i in ids}
 
 
-def score_vqa(predictions: str | Path, annotations: str | Path, questions: str | Path | None = None) -> dict:
-    truth = vqa_truth(annotations, questions)
+def score_vqa(predictions: str | Path, annotations: str | Path, questions: str | Path | None = None,
+              ids: list | None = None) -> dict:  # fmt: skip
+    truth = restricted(vqa_truth(annotations, questions), ids, annotations)
     answers = matched(keyed(predictions, "question_id", "answer"), list(truth), predictions, "question")
     accuracies = [vqa_accuracy(p, t["answers"]) for p, t in zip(answers, truth.values(), strict=True)]
     return {"vqa_acc": _mean(accuracies), "questions": len(accuracies),
@@ -125,10 +136,11 @@ def score_vqa(predictions: str | Path, annotations: str | Path, questions: str |
 
 
 # -- GQA ------------------------------------------------------------------------------------------------------
-def score_gqa(predictions: str | Path, questions: str | Path) -> dict:
+def score_gqa(predictions: str | Path, questions: str | Path, ids: list | None = None) -> dict:
     data = read_json(questions, "questions")
     if not isinstance(data, dict) or not all(isinstance(q, dict) and "answer" in q for q in data.values()):
         raise ScoringError(f"questions {questions}: GQA's {{question id: {{..., 'answer'}}}} is needed")
+    data = restricted(data, ids, questions)
     answers = matched(keyed(predictions, "questionId", "prediction"), list(data), predictions, "question")
     hits = [
         float(p.strip().lower() == str(q["answer"]).strip().lower())
@@ -138,21 +150,23 @@ def score_gqa(predictions: str | Path, questions: str | Path) -> dict:
 
 
 # -- referring expressions ------------------------------------------------------------------------------------
-def ref_truth(refs: str | Path, instances: str | Path, split: str) -> dict[Any, list[float]]:
-    """sent_id -> its object's box [x1, y1, x2, y2] in pixels, for every expression of the split's refs."""
+def load_refs(refs: str | Path) -> list[dict]:
+    """REFER's refs: the pickle (plain types only) or the same list as JSON."""
     try:
         data = read_json(refs, "refs") if str(refs).endswith(".json") else load_plain_pickle(refs)
     except (OSError, pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as e:
         raise ScoringError(f"refs {refs}: {e}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ScoringError(f"refs {refs}: not REFER's list of refs")
+    return data
+
+
+def ref_truth(refs: str | Path, instances: str | Path, split: str) -> dict[Any, list[float]]:
+    """sent_id -> its object's box [x1, y1, x2, y2] in pixels, for every expression of the split's refs."""
+    data = load_refs(refs)
     objects = read_json(instances, "instances")
-    if (
-        not isinstance(data, list)
-        or not isinstance(objects, dict)
-        or not isinstance(objects.get("annotations"), list)
-    ):
-        raise ScoringError(
-            f"refs {refs} / instances {instances}: REFER's list of refs and COCO's annotations needed"
-        )
+    if not isinstance(objects, dict) or not isinstance(objects.get("annotations"), list):
+        raise ScoringError(f"instances {instances}: COCO's 'annotations' list is needed")
     boxes = {a["id"]: a["bbox"] for a in objects["annotations"] if isinstance(a, dict) and "id" in a}
     truth = {}
     for ref in data:
@@ -191,8 +205,9 @@ def grid_to_pixels(box: list[int], width: int, height: int) -> list[float]:
     return [box[0] / 999 * width, box[1] / 999 * height, box[2] / 999 * width, box[3] / 999 * height]
 
 
-def score_refcoco(predictions: str | Path, refs: str | Path, instances: str | Path, split: str) -> dict:
-    truth = ref_truth(refs, instances, split)
+def score_refcoco(predictions: str | Path, refs: str | Path, instances: str | Path, split: str,
+                  ids: list | None = None) -> dict:  # fmt: skip
+    truth = restricted(ref_truth(refs, instances, split), ids, refs)
     boxes = matched(keyed(predictions, "sent_id", "bbox", text=False), list(truth), predictions, "expression")
     hits = [float(box_iou(p, t) >= 0.5) for p, t in zip(boxes, truth.values(), strict=True)]
     return {"ref_acc": _mean(hits), "expressions": len(hits), "split": split}
@@ -226,8 +241,9 @@ def caption_truth(annotations: str | Path, split: str | None = None) -> dict[Any
     return refs
 
 
-def score_captions(predictions: str | Path, annotations: str | Path, split: str | None = None) -> dict:
-    refs = caption_truth(annotations, split)
+def score_captions(predictions: str | Path, annotations: str | Path, split: str | None = None,
+                   ids: list | None = None) -> dict:  # fmt: skip
+    refs = restricted(caption_truth(annotations, split), ids, annotations)
     captions = matched(keyed(predictions, "image_id", "caption"), list(refs), predictions, "image")
     scores = coco_caption_scores(refs, dict(zip(refs, captions, strict=True)))
     return {**scores, "images": len(refs)}
