@@ -252,17 +252,47 @@ class LoggingConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """One of the paper's benchmarks, read from its own files at the stage end (``pipeline.benchmarks``)."""
+
+    name: str = ""  # vqav2 | okvqa | textvqa | gqa | refcoco | refcoco+ | refcocog | coco_caption | flickr30k | nocaps
+    images: str | None = None  # the image folder
+    questions: str | None = None
+    annotations: str | None = None
+    refs: str | None = None
+    instances: str | None = None
+    split: str | None = None
+    image_pattern: str | None = None
+    limit: int | None = 200  # its first N items; None = all
+
+
+@dataclass
 class EvalConfig:
-    """Held-out evaluation of the stage's final/ export (pipeline.eval, stages.hooks.Evaluate), with the image-blind twin."""
+    """Evaluation of the stage's final/ export at the stage end (stages.hooks.Evaluate), each score with the
+    image-blind twin: held-out shards (pipeline.eval) and the paper's benchmarks (pipeline.benchmarks)."""
 
     shards: str | None = None  # brace-expanded held-out shards; null = no evaluation at the stage end
     limit: int = 100  # items per task
     batch_size: int = 16
     max_new_tokens: int = 64
+    benchmarks: list[BenchmarkConfig] = field(
+        default_factory=list
+    )  # scored at the stage end, with the blind twin
 
     def __post_init__(self) -> None:
         for key in ("limit", "batch_size", "max_new_tokens"):
             _check(getattr(self, key) > 0, f"eval.{key}", "must be > 0")
+        from pipeline.benchmarks.suites import SUITES  # lazily: the schema imports nothing heavy
+
+        for i, b in enumerate(self.benchmarks):
+            _check(
+                b.name in SUITES, f"eval.benchmarks[{i}].name", f"{b.name!r}: choose from {sorted(SUITES)}"
+            )
+            missing = [n for n in SUITES[b.name].needs if getattr(b, n) is None]
+            _check(not missing, f"eval.benchmarks[{i}]", f"{b.name} needs {', '.join(missing)}")
+            _check(
+                b.limit is None or b.limit > 0, f"eval.benchmarks[{i}].limit", "must be > 0 (or null: all)"
+            )
 
 
 @dataclass

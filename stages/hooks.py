@@ -11,9 +11,12 @@ import numpy as np
 import torch
 
 from pipeline.backends import Backend
+from pipeline.benchmarks.run import run_benchmark
+from pipeline.benchmarks.suites import BenchFiles
 from pipeline.data.shard_format import expand_urls
 from pipeline.distributed import Dist
 from pipeline.eval import evaluate_export
+from pipeline.export import load_export
 from pipeline.generate import end_ids, greedy, prompt_length
 from pipeline.metrics import MetricsLogger, NullLogger
 from pipeline.model.qwenvl import save_pretrained
@@ -94,13 +97,34 @@ class Export(Hook):
 
 
 class Evaluate(Hook):
-    """The export scored on ``eval.shards`` by rank 0 alone (the export is whole, also under ZeRO-3):
-    final/eval.json, eval.jsonl and wandb. Runs after :class:`Export`."""
+    """The export scored by rank 0 alone (the export is whole, also under ZeRO-3) on ``eval.shards``
+    (final/eval.json) and on ``eval.benchmarks`` (final/benchmarks/), each with its blind twin, into eval.jsonl
+    and wandb. Runs after :class:`Export`."""
 
     def on_end(self, trainer: Trainer) -> None:
         e = trainer.cfg.eval
-        if not e.shards or not trainer.dist.main:
+        if not trainer.dist.main:
             return
+        if e.shards:
+            self.held_out(trainer)
+        if e.benchmarks:
+            self.benchmarks(trainer)
+
+    def benchmarks(self, trainer: Trainer) -> None:
+        e = trainer.cfg.eval
+        model, tokenizer, formatter, transform = load_export(trainer.final_dir, trainer.dist.device)
+        for b in e.benchmarks:
+            files = BenchFiles(
+                b.images, b.questions, b.annotations, b.refs, b.instances, b.split, b.image_pattern
+            )
+            result = run_benchmark(model, tokenizer, formatter, transform, b.name, files,
+                                   trainer.final_dir / "benchmarks", b.limit, e.batch_size)  # fmt: skip
+            trainer.logger.benchmark(trainer.step, result)
+            log.info("benchmark %s%s: %s", b.name, f" {b.split}" if b.split else "", ", ".join(
+                f"{k} {v:.3f} ({result['blind'][k]:.3f} blind)" for k, v in result.items() if isinstance(v, float)))  # fmt: skip
+
+    def held_out(self, trainer: Trainer) -> None:
+        e = trainer.cfg.eval
         result = evaluate_export(trainer.final_dir, expand_urls(e.shards, key="eval.shards"), limit=e.limit,
                                  batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, device=trainer.dist.device)  # fmt: skip
         trainer.logger.evaluation(trainer.step, result)

@@ -69,6 +69,17 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(scores, step=step)
 
+    def benchmark(self, step: int, result: dict[str, Any]) -> None:
+        """A benchmark's scores (pipeline.benchmarks): bench/<benchmark>[-<split>]/<score> and bench_blind/...,
+        a row of eval.jsonl and wandb at this step."""
+        name = f"{result['benchmark']}-{result['split']}" if result.get("split") else result["benchmark"]
+        scores = {f"bench/{name}/{k}": v for k, v in result.items() if isinstance(v, float)}
+        scores |= {f"bench_blind/{name}/{k}": v for k, v in result["blind"].items() if isinstance(v, float)}
+        with (self.folder / EVAL).open("a") as f:
+            f.write(json.dumps({"step": step, **scores, "items": {name: result["items"]}}) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(scores, step=step)
+
     def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         """Generated text beside the ground truth: a wandb table (with the images) and samples.jsonl."""
         for row in rows:
@@ -105,6 +116,9 @@ class NullLogger:
         pass
 
     def evaluation(self, step: int, result: dict[str, Any]) -> None:
+        pass
+
+    def benchmark(self, step: int, result: dict[str, Any]) -> None:
         pass
 
     def close(self) -> None:

@@ -184,3 +184,30 @@ def test_a_two_source_mix_holds_its_weights_in_the_metrics(tmp_path, two_sets, c
     summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("data by source"))
     refs = round(512 * last["mix/source/refcoco"])
     assert f"refcoco {refs} samples" in summary and f"laion {512 - refs} samples" in summary
+
+
+def test_benchmarks_at_the_stage_end_go_to_eval_jsonl(tmp_path, world_shards):
+    from data_prep.synthetic.benchmarks import write_benchmarks
+
+    files = write_benchmarks(world_shards, tmp_path / "bench")
+    benchmarks = (f"eval.benchmarks=[{{name: vqav2, images: '{files['images']}', questions: '{files['questions']}', "
+                  f"annotations: '{files['annotations']}', limit: 4}}, {{name: refcoco, images: '{files['images']}', "
+                  f"refs: '{files['refs']}', instances: '{files['instances']}', split: val, limit: 3}}]")  # fmt: skip
+    trainer(
+        stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", benchmarks, "train.max_steps=1")
+    ).train()
+    out = tmp_path / "default" / "stage2"
+    rows = read_metrics(out / "eval.jsonl")
+    assert [sorted(k for k in r if k.startswith("bench")) for r in rows] == [
+        ["bench/vqav2/vqa_acc", "bench_blind/vqav2/vqa_acc"],
+        ["bench/refcoco-val/ref_acc", "bench_blind/refcoco-val/ref_acc"],
+    ]
+    assert rows[0]["items"] == {"vqav2": 4} and rows[0]["step"] == 1
+    assert (out / "final" / "benchmarks" / "results.md").is_file()
+    assert (
+        len(json.loads((out / "final" / "benchmarks" / "refcoco-val" / "predictions.json").read_text())) == 3
+    )
+    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\].*vqav2 needs annotations"):
+        stage_cfg(
+            "stage2", tmp_path, world_shards, "eval.benchmarks=[{name: vqav2, images: x, questions: y}]"
+        )
