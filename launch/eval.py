@@ -31,7 +31,8 @@ from pipeline.benchmarks.scoring import (
 )
 from pipeline.benchmarks.suites import SUITES, BenchFiles
 from pipeline.data.shard_format import expand_urls
-from pipeline.eval import METRICS, evaluate_export
+from pipeline.data.tasks import METRICS
+from pipeline.eval import evaluate_export
 from pipeline.export import load_export
 
 

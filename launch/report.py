@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.eval import METRICS
+from pipeline.data.tasks import METRICS
 from pipeline.metrics import read_metrics
 
 SCORES = tuple(METRICS.values())  # cider, vqa_acc, grounding_acc, ocr_acc, chat_acc
@@ -138,8 +138,8 @@ def plot_grid(final: Path, heldout: str, count: int, out: Path) -> Path:
 def grid_rows(final: Path, heldout: str, count: int) -> list[dict[str, Any]]:
     """The first ``count`` held-out images with a referring expression: the model's English caption and its
     box for the first expression."""
-    from pipeline.data.formats import CAPTION_PROMPT
     from pipeline.data.shard_format import expand_urls
+    from pipeline.data.tasks import TASKS
     from pipeline.eval import Item, answers, eval_items
     from pipeline.eval_metrics import parse_box
     from pipeline.export import load_export
@@ -147,7 +147,7 @@ def grid_rows(final: Path, heldout: str, count: int) -> list[dict[str, Any]]:
     model, tokenizer, formatter, transform = load_export(final, torch.device("cpu"))
     urls = expand_urls(heldout, key="eval.shards")
     refs = eval_items(urls, formatter, transform, ("ref",), count)
-    caption = formatter.task_prompt(CAPTION_PROMPT.format(language="English"), True)
+    caption = formatter.task_prompt(TASKS["caption"].prompt("en"), True)
     captions = [Item(it.key, "caption", caption, it.image, "") for it in refs]
     said = answers(model, tokenizer, [*refs, *captions], False, 16, 48)
     images = _images(urls, {it.key for it in refs})

@@ -21,27 +21,11 @@ from tqdm import tqdm
 from pipeline.data.formats import Example, Formatter, available_tasks, task_rng
 from pipeline.data.loader import collate, decode_image, read_record
 from pipeline.data.shard_format import Skip, read_shards
-from pipeline.eval_metrics import (
-    REF,
-    by_answer_type,
-    cider,
-    exact_match_accuracy,
-    grounding_accuracy,
-    ocr_accuracy,
-    parse_box,
-)
+from pipeline.data.tasks import METRICS, TASKS
+from pipeline.eval_metrics import by_answer_type, exact_match_accuracy
 from pipeline.export import load_export
 from pipeline.generate import answer_texts, end_ids, greedy_batch, prompt_length
 from pipeline.tokens import IGNORE
-
-# task -> the key of its score in eval.json
-METRICS = {
-    "caption": "cider",
-    "vqa": "vqa_acc",
-    "ref": "grounding_acc",
-    "ocr": "ocr_acc",
-    "chatml": "chat_acc",
-}
 
 
 @dataclass
@@ -76,22 +60,15 @@ def eval_items(urls: list[str], formatter: Formatter, transform: Callable, tasks
                 continue
             cut = prompt_length(example.labels)
             truth = decode(_until_end(example.input_ids[cut:], formatter), skip_special_tokens=False)
-            kind = question_type(record, decode(example.input_ids[:cut])) if task == "vqa" else None
+            kind = (
+                TASKS["vqa"].question_type(record, decode(example.input_ids[:cut])) if task == "vqa" else None
+            )
             items.append(Item(record.key, task, example.input_ids[:cut], image if example.has_image else None,
                               truth.strip(), example.input_ids[cut:], kind))  # fmt: skip
             counts[task] += 1
         if all(n >= limit for n in counts.values()):
             break
     return items
-
-
-def question_type(record, prompt: str) -> str | None:
-    """The type of the VQA question in ``prompt``: the sample's own (``type``, or VQAv2's ``question_type``),
-    else the question's first two words, lower-cased ("how many", "what colour")."""
-    for qa in record.meta["tasks"]["vqa"]:
-        if qa["question"] in prompt:
-            return qa.get("type") or qa.get("question_type") or " ".join(qa["question"].lower().split()[:2])
-    return None
 
 
 def by_question_type(items: list[Item], seeing: list[str], blind: list[str]) -> dict[str, dict]:
@@ -171,6 +148,7 @@ def image_use(model, items: list[Item], pad_id: int, batch_size: int = 16) -> di
 
 
 def scores(items: list[Item], predicted: list[str]) -> dict[str, float]:
+    """Each task's metric (the registry's) over its items."""
     by_task: dict[str, tuple[list[str], list[str]]] = {}
     for item, text in zip(items, predicted, strict=True):
         preds, truths = by_task.setdefault(item.task, ([], []))
@@ -178,19 +156,7 @@ def scores(items: list[Item], predicted: list[str]) -> dict[str, float]:
         truths.append(item.truth)
     result = {}
     for task, (preds, truths) in by_task.items():
-        if task == "caption":
-            result[METRICS[task]] = cider(preds, [[t] for t in truths])
-        elif task in ("vqa", "chatml"):
-            result[METRICS[task]] = exact_match_accuracy(preds, truths)
-        elif task == "ref":
-            result[METRICS[task]] = grounding_accuracy(preds, [parse_box(t) for t in truths])
-        elif task == "ocr":
-            result[METRICS[task]] = ocr_accuracy(preds, [REF.findall(t) for t in truths])
-        if task == "vqa":  # by answer type, as VQAv2 reports it: which kinds of question the image answers
-            for kind, idx in by_answer_type(truths).items():
-                result[f"vqa_acc/{kind}"] = exact_match_accuracy(
-                    [preds[i] for i in idx], [truths[i] for i in idx]
-                )
+        result |= TASKS[task].score(preds, truths)
     return {k: round(v, 4) for k, v in result.items()}
 
 

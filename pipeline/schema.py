@@ -14,10 +14,16 @@ from typing import Any
 from pipeline.config import TINY_TOWER, ConfigError
 
 MODULE_GROUPS = ("vision", "adapter", "llm")
-TASKS = ("caption", "vqa", "grounded_caption", "ref", "ocr", "text", "chatml")
 WANDB_MODES = ("online", "offline", "disabled")
 PRECISIONS = ("bf16", "fp16", "fp32")
 PIXELS = ("uint8", "float32")  # data.pixels: what the loader workers send
+
+
+def task_names() -> tuple[str, ...]:
+    """The tasks of the registry (``pipeline.data.tasks``), read when a config is checked."""
+    from pipeline.data.tasks import TASKS
+
+    return tuple(TASKS)
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -96,7 +102,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(bool(self.tasks), "data.tasks", "at least one task is needed")
         for task, weight in self.tasks.items():
-            _check(task in TASKS, f"data.tasks.{task}", f"unknown task; choose from {TASKS}")
+            _check(task in task_names(), f"data.tasks.{task}", f"unknown task; choose from {task_names()}")
             _check(weight > 0, f"data.tasks.{task}", "mixing weight must be > 0")
         _check(self.image_size > 0, "data.image_size", "must be > 0")
         _check(self.max_length > 0, "data.max_length", "must be > 0")
@@ -125,9 +131,9 @@ class DataConfig:
                    f"source {source.name!r}: name at least one task, or leave it out for data.tasks")  # fmt: skip
             for task in source.tasks or ():
                 _check(
-                    task in TASKS,
+                    task in task_names(),
                     f"{key}.tasks",
-                    f"source {source.name!r}: unknown task {task!r}; choose from {TASKS}",
+                    f"source {source.name!r}: unknown task {task!r}; choose from {task_names()}",
                 )
 
     def mixture(self) -> list[SourceConfig]:

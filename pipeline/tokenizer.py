@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipeline.data.formats import fixed_prompts
+from pipeline.data.tasks import fixed_prompts
 from pipeline.tokens import CHAT_TEMPLATE, ENDOFTEXT, SPECIAL_TOKENS
 
 BUILDER_VERSION = "bpe-v1"

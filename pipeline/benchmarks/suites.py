@@ -1,5 +1,6 @@
 """The paper's benchmarks as read from their own files: what each asks (its items, with Qwen-VL's eval_mm/
-prompt), how an answer is written in its official results format, and how that file is scored.
+prompt, which the task registry holds), how an answer is written in its official results format, and how
+that file is scored.
 
 | benchmark | files (``BenchFiles``) | prompt after the image | results format |
 |---|---|---|---|
@@ -21,6 +22,7 @@ from PIL import Image
 
 from pipeline.benchmarks import scoring
 from pipeline.data.shard_format import orientation
+from pipeline.data.tasks import VQA, Caption, Ref
 from pipeline.eval_metrics import parse_box
 
 
@@ -86,7 +88,7 @@ class VQASuite(Suite):
         if not isinstance(listed, list):
             raise scoring.ScoringError(f"questions {files.questions or files.annotations}: no questions list")
         return [BenchItem(q["question_id"], Path(files.images) / pattern.format(image_id=q["image_id"], subtype=subtype),
-                          f"{q['question'].strip()} Answer:") for q in listed]  # fmt: skip
+                          VQA.prompt(q["question"].strip())) for q in listed]  # fmt: skip
 
     def record(self, item: BenchItem, answer: str) -> dict:
         return {"question_id": item.id, "answer": answer}
@@ -100,7 +102,7 @@ class GQASuite(Suite):
 
     def items(self, files: BenchFiles) -> list[BenchItem]:
         data = scoring.read_json(files.questions, "questions")
-        return [BenchItem(qid, Path(files.images) / f"{q['imageId']}.jpg", f"{q['question'].strip()} Answer:")
+        return [BenchItem(qid, Path(files.images) / f"{q['imageId']}.jpg", VQA.prompt(q["question"].strip()))
                 for qid, q in data.items()]  # fmt: skip
 
     def record(self, item: BenchItem, answer: str) -> dict:
@@ -127,7 +129,7 @@ class RefSuite(Suite):
     def items(self, files: BenchFiles) -> list[BenchItem]:
         refs = scoring.load_refs(files.refs)
         images = {im["id"]: im for im in scoring.read_json(files.instances, "instances")["images"]}
-        return [BenchItem(s["sent_id"], Path(files.images) / images[ref["image_id"]]["file_name"], f"<ref>{s['sent']}</ref><box>")
+        return [BenchItem(s["sent_id"], Path(files.images) / images[ref["image_id"]]["file_name"], Ref.benchmark_prompt(s["sent"]))
                 for ref in refs if ref.get("split") == files.split for s in ref["sentences"]]  # fmt: skip
 
     def record(self, item: BenchItem, answer: str) -> dict:
@@ -167,7 +169,7 @@ class CaptionSuite(Suite):
         else:
             names = {im.get("cocoid", im.get("imgid")): "/".join(p for p in (im.get("filepath"), im["filename"]) if p)
                      for im in data["images"]}  # fmt: skip
-        return [BenchItem(i, Path(files.images) / names[i], "Describe the image in English:") for i in refs]
+        return [BenchItem(i, Path(files.images) / names[i], Caption.benchmark_prompt()) for i in refs]
 
     def record(self, item: BenchItem, answer: str) -> dict:
         return {"image_id": item.id, "caption": answer}

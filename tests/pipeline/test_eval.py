@@ -7,7 +7,8 @@ import torch
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.shard_format import expand_urls
-from pipeline.eval import METRICS, by_question_type, eval_items, evaluate, image_use, scores
+from pipeline.data.tasks import METRICS
+from pipeline.eval import by_question_type, eval_items, evaluate, image_use, scores
 from pipeline.model.vision import image_transform
 from pipeline.schema import ModelConfig
 

@@ -4,7 +4,7 @@ import pytest
 
 from data_prep.synthetic.corpus import corpus, write_corpus
 from launch.tokenizer import main
-from pipeline.data.formats import fixed_prompts
+from pipeline.data.tasks import fixed_prompts
 from pipeline.tokenizer import BUILD_INFO, ensure_tokenizer, fingerprint, read_corpus
 from pipeline.tokens import SPECIAL_TOKENS
 

@@ -137,10 +137,12 @@ def test_malformed_ground_truth_is_a_bad_metadata_skip(fmt, task, breaks):
 
 
 def test_a_formatter_bug_is_an_exception_not_a_skip(fmt, monkeypatch):
-    def broken(record, rng):
+    from pipeline.data.tasks import TASKS
+
+    def broken(record, rng, ids):
         return {}["no such key"]
 
-    monkeypatch.setattr(fmt, "_vqa", broken)
+    monkeypatch.setattr(TASKS["vqa"], "segments", broken)
     with pytest.raises(KeyError):
         fmt(IMAGE_RECORD, "vqa", random.Random(0))
 
