@@ -24,7 +24,8 @@ from pipeline.generate import end_ids, greedy_batch
 RESULTS = "results.md"
 # the paper's tables: (column, benchmark folder, score key)
 TABLE4 = [("Flickr30K", "flickr30k", "cider"), ("NoCaps", "nocaps", "cider"), ("VQAv2", "vqav2", "vqa_acc"),
-          ("OKVQA", "okvqa", "vqa_acc"), ("GQA", "gqa", "accuracy"), ("TextVQA", "textvqa", "vqa_acc")]  # fmt: skip
+          ("OKVQA", "okvqa", "vqa_acc"), ("GQA", "gqa", "accuracy"), ("VizWiz", "vizwiz", "vqa_acc"),
+          ("TextVQA", "textvqa", "vqa_acc")]  # fmt: skip
 TABLE5 = [(f"{name} {split}", f"{folder}-{split}", "ref_acc")
           for name, folder, splits in (("RefCOCO", "refcoco", ("val", "testA", "testB")),
                                        ("RefCOCO+", "refcoco+", ("val", "testA", "testB")),

@@ -1,9 +1,9 @@
 """Scoring a predictions file in a benchmark's official results format against the benchmark's own files, by
 its official rule: what ``python -m launch.eval score`` runs, for our predictions or any other model's.
 
-- VQA (``vqav2``, ``okvqa``, ``textvqa``, ``vizwiz``-style VQA files): predictions ``[{"question_id",
-  "answer"}]`` as EvalAI takes them; questions and annotations in VQAv2's layout, or TextVQA's release file as
-  the annotations alone. ``vqa_acc`` is the challenge's accuracy (``vqa_accuracy``), with its means per answer
+- VQA (``vqav2``, ``okvqa``, ``textvqa``, ``vizwiz``): predictions ``[{"question_id", "answer"}]`` as EvalAI
+  takes them; questions and annotations in VQAv2's layout, or TextVQA's release file as the annotations alone,
+  or VizWiz's own annotation file (predictions ``[{"image", "answer"}]``, as its evaluation server takes them). ``vqa_acc`` is the challenge's accuracy (``vqa_accuracy``), with its means per answer
   type and per question type.
 - ``gqa``: predictions ``[{"questionId", "prediction"}]`` as GQA's evaluation takes them, against its balanced
   questions file: exact match of the stripped, lower-cased strings (Qwen-VL's ``evaluate_exact_match_accuracy``).
@@ -97,6 +97,9 @@ def restricted(truth: dict, ids: list | None, where: str | Path) -> dict:
 def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> dict[Any, dict]:
     """question_id -> {"answers": the humans', "answer_type", "question_type"}, in the questions' order."""
     data = read_json(annotations, "annotations")
+    if native_vizwiz(data):  # keyed by image name; no question ids
+        return {q["image"]: {"answers": [a.get("answer") for a in q["answers"]], "answer_type": q.get("answer_type", ""),
+                             "question_type": ""} for q in data}  # fmt: skip
     if isinstance(data, dict) and isinstance(data.get("data"), list):  # TextVQA's release file
         return {q["question_id"]: {"answers": list(q["answers"]), "answer_type": "", "question_type": ""}
                 for q in data["data"] if isinstance(q, dict) and "question_id" in q}  # fmt: skip
@@ -125,10 +128,17 @@ def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> d
     return {i: truth[i] for i in ids}
 
 
+def native_vizwiz(data: Any) -> bool:
+    """VizWiz's own annotation file: a list of {image, question, answers, answer_type, answerable}."""
+    return isinstance(data, list) and bool(data) and all(isinstance(q, dict) and "image" in q and "answers" in q
+                                                         for q in data)  # fmt: skip
+
+
 def score_vqa(predictions: str | Path, annotations: str | Path, questions: str | Path | None = None,
               ids: list | None = None) -> dict:  # fmt: skip
     truth = restricted(vqa_truth(annotations, questions), ids, annotations)
-    answers = matched(keyed(predictions, "question_id", "answer"), list(truth), predictions, "question")
+    key = "image" if native_vizwiz(read_json(annotations, "annotations")) else "question_id"
+    answers = matched(keyed(predictions, key, "answer"), list(truth), predictions, "question")
     accuracies = [vqa_accuracy(p, t["answers"]) for p, t in zip(answers, truth.values(), strict=True)]
     return {"vqa_acc": _mean(accuracies), "questions": len(accuracies),
             "per_answer_type": _grouped(accuracies, [t["answer_type"] for t in truth.values()]),

@@ -4,7 +4,7 @@ that file is scored.
 
 | benchmark | files (``BenchFiles``) | prompt after the image | results format |
 |---|---|---|---|
-| vqav2, okvqa, textvqa | questions + annotations (VQAv2 layout) or TextVQA's release file, images | ``{question} Answer:`` | ``[{question_id, answer}]`` |
+| vqav2, okvqa, textvqa, vizwiz | questions + annotations (VQAv2 layout), TextVQA's release file or VizWiz's own file, images | ``{question} Answer:`` | ``[{question_id, answer}]`` (VizWiz's own: ``[{image, answer}]``) |
 | gqa | balanced questions JSON, images | ``{question} Answer:`` | ``[{questionId, prediction}]`` |
 | refcoco, refcoco+, refcocog | refs + instances + split, images | ``<ref>{expression}</ref><box>`` | ``[{sent_id, bbox}]``, pixels |
 | coco_caption, flickr30k, nocaps | COCO-style captions or Karpathy's file (+ split), images | ``Describe the image in English:`` | ``[{image_id, caption}]`` |
@@ -66,7 +66,7 @@ class Suite:
 
 
 class VQASuite(Suite):
-    """VQAv2, OK-VQA, TextVQA: Qwen-VL's ``{question} Answer:``, 10 new tokens at most."""
+    """VQAv2, OK-VQA, TextVQA, VizWiz: Qwen-VL's ``{question} Answer:``, 10 new tokens at most."""
 
     kind, needs, max_new_tokens = "vqa", ("images", "annotations"), 10
 
@@ -75,8 +75,11 @@ class VQASuite(Suite):
 
     def items(self, files: BenchFiles) -> list[BenchItem]:
         pattern = files.image_pattern or self.pattern
-        if files.questions is None:  # TextVQA's release file holds the questions
+        if files.questions is None:  # the annotations hold the questions: VizWiz's or TextVQA's own file
             data = scoring.read_json(files.annotations, "annotations")
+            if scoring.native_vizwiz(data):
+                return [BenchItem(q["image"], Path(files.images) / q["image"], VQA.prompt(q["question"].strip()))
+                        for q in data]  # fmt: skip
             listed, subtype = (data.get("data") if isinstance(data, dict) else None), ""
         else:
             data = scoring.read_json(files.questions, "questions")
@@ -91,6 +94,8 @@ class VQASuite(Suite):
                           VQA.prompt(q["question"].strip())) for q in listed]  # fmt: skip
 
     def record(self, item: BenchItem, answer: str) -> dict:
+        if isinstance(item.id, str) and item.id == item.image.name:  # VizWiz's own files key by image
+            return {"image": item.id, "answer": answer}
         return {"question_id": item.id, "answer": answer}
 
     def score(self, predictions: Path, files: BenchFiles, ids: list | None = None) -> dict:
@@ -182,6 +187,7 @@ SUITES: dict[str, Suite] = {
     "vqav2": VQASuite("COCO_{subtype}_{image_id:012d}.jpg"),
     "okvqa": VQASuite("COCO_{subtype}_{image_id:012d}.jpg"),
     "textvqa": VQASuite("{image_id}.jpg"),
+    "vizwiz": VQASuite("{image_id}"),
     "gqa": GQASuite(),
     "refcoco": RefSuite(), "refcoco+": RefSuite(), "refcocog": RefSuite(),
     "coco_caption": CaptionSuite(), "flickr30k": CaptionSuite(), "nocaps": CaptionSuite(),

@@ -88,3 +88,17 @@ def test_gqa_answers_are_cut_as_qwen_vl_cuts_them():
     assert gqa_answer("The cat is on the left.") == "left"
     assert gqa_answer("Yes, it is.") == "yes"
     assert gqa_answer("a piece of cake") == "piece"
+
+
+def test_vizwiz_own_files_are_answered_by_image(tmp_path, world_shards, tiny_model, tokenizer):
+    files = write_benchmarks(world_shards, tmp_path / "bench")
+    names = sorted(p.name for p in files["images"].iterdir())[:2]
+    val = [{"image": n, "question": "What is it?", "answer_type": "other", "answerable": 1,
+            "answers": [{"answer": "a square", "answer_confidence": "yes"}] * 10} for n in names]  # fmt: skip
+    (tmp_path / "val.json").write_text(json.dumps(val))
+    vizwiz = BenchFiles(images=str(files["images"]), annotations=str(tmp_path / "val.json"))
+    result = run_benchmark(tiny_model, tokenizer, Formatter(tokenizer, 16, 512), image_transform(VisionConfig(), 56),
+                           "vizwiz", vizwiz, tmp_path / "out")  # fmt: skip
+    predictions = json.loads((tmp_path / "out" / "vizwiz" / "predictions.json").read_text())
+    assert [p["image"] for p in predictions] == names and result["items"] == 2
+    assert "| VizWiz |" in (tmp_path / "out" / RESULTS).read_text()

@@ -204,3 +204,15 @@ def test_refcoco_accuracy_at_iou_half(tmp_path):
         score_refcoco(short, refs, instances, "testA")
     assert score_refcoco(write(tmp_path / "v.json", [{"sent_id": 20, "bbox": [0, 0, 100, 100]}]), refs, instances,
                          "val")["ref_acc"] == 1.0  # fmt: skip
+
+
+def test_vizwiz_own_annotation_file(tmp_path):
+    val = [{"image": "VizWiz_val_00000000.jpg", "question": "What is this?", "answerable": 1, "answer_type": "other",
+            "answers": [{"answer": "soup", "answer_confidence": "yes"}] * 3 + [{"answer": "can", "answer_confidence": "maybe"}] * 7},
+           {"image": "VizWiz_val_00000001.jpg", "question": "What colour?", "answerable": 0, "answer_type": "unanswerable",
+            "answers": [{"answer": "unanswerable", "answer_confidence": "yes"}] * 10}]  # fmt: skip
+    predictions = write(tmp_path / "p.json", [{"image": "VizWiz_val_00000000.jpg", "answer": "soup"},
+                                              {"image": "VizWiz_val_00000001.jpg", "answer": "blue"}])  # fmt: skip
+    scores = score_vqa(predictions, write(tmp_path / "val.json", val))
+    assert scores["vqa_acc"] == pytest.approx((0.9 + 0.0) / 2)
+    assert scores["per_answer_type"] == pytest.approx({"other": 0.9, "unanswerable": 0.0})
