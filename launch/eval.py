@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.benchmarks.files import BenchFiles
 from pipeline.benchmarks.run import RESULTS, run_benchmark
 from pipeline.benchmarks.scoring import (
     SCORERS,
@@ -29,7 +30,7 @@ from pipeline.benchmarks.scoring import (
     score_refcoco,
     score_vqa,
 )
-from pipeline.benchmarks.suites import SUITES, BenchFiles
+from pipeline.benchmarks.suites import SUITES
 from pipeline.data.shard_format import expand_urls
 from pipeline.data.tasks import METRICS
 from pipeline.eval import evaluate_export

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.benchmarks.files import BenchFiles
 from pipeline.config import TINY_TOWER, ConfigError
 
 MODULE_GROUPS = ("vision", "adapter", "llm")
@@ -258,17 +259,10 @@ class LoggingConfig:
 
 
 @dataclass
-class BenchmarkConfig:
-    """One of the paper's benchmarks, read from its own files at the stage end (``pipeline.benchmarks``)."""
+class BenchmarkConfig(BenchFiles):
+    """One of the paper's benchmarks, read from its own files at the stage end."""
 
-    name: str = ""  # vqav2 | okvqa | textvqa | gqa | refcoco | refcoco+ | refcocog | coco_caption | flickr30k | nocaps
-    images: str | None = None  # the image folder
-    questions: str | None = None
-    annotations: str | None = None
-    refs: str | None = None
-    instances: str | None = None
-    split: str | None = None
-    image_pattern: str | None = None
+    name: str = ""  # vqav2 | okvqa | textvqa | vizwiz | gqa | refcoco | refcoco+ | refcocog | coco_caption | flickr30k | nocaps
     limit: int | None = 200  # its first N items; None = all
 
 

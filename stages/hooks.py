@@ -12,7 +12,6 @@ import torch
 
 from pipeline.backends import Backend
 from pipeline.benchmarks.run import run_benchmark
-from pipeline.benchmarks.suites import BenchFiles
 from pipeline.data.shard_format import expand_urls
 from pipeline.distributed import Dist
 from pipeline.eval import evaluate_export
@@ -113,11 +112,8 @@ class Evaluate(Hook):
     def benchmarks(self, trainer: Trainer) -> None:
         e = trainer.cfg.eval
         model, tokenizer, formatter, transform = load_export(trainer.final_dir, trainer.dist.device)
-        for b in e.benchmarks:
-            files = BenchFiles(
-                b.images, b.questions, b.annotations, b.refs, b.instances, b.split, b.image_pattern
-            )
-            result = run_benchmark(model, tokenizer, formatter, transform, b.name, files,
+        for b in e.benchmarks:  # a BenchmarkConfig is its benchmark's files, with a name and a limit
+            result = run_benchmark(model, tokenizer, formatter, transform, b.name, b,
                                    trainer.final_dir / "benchmarks", b.limit, e.batch_size)  # fmt: skip
             trainer.logger.benchmark(trainer.step, result)
             log.info("benchmark %s%s: %s", b.name, f" {b.split}" if b.split else "", ", ".join(

@@ -47,6 +47,12 @@ class BadRecord(Exception):
         self.kind = kind
 
 
+def index_parts(count: int, per_part: int) -> list[dict]:
+    """Part specs over ``count`` records in file order: ``{"part", "start", "end"}`` of ``per_part`` each."""
+    return [{"part": i, "start": i * per_part, "end": min(count, (i + 1) * per_part)}
+            for i in range(math.ceil(count / per_part))]  # fmt: skip
+
+
 @lru_cache(maxsize=4)
 def read_json(path: str, key: str) -> Any:
     """A dataset's JSON file (cached: every part of a prep run reads the same file)."""

@@ -14,13 +14,12 @@ one per epoch; evaluation scores against all).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key
-from data_prep.sources.annotations import BadRecord, image_file, read_json, require_dir
+from data_prep.sources.annotations import BadRecord, image_file, index_parts, read_json, require_dir
 from pipeline.config import ConfigError
 
 
@@ -38,8 +37,7 @@ def check(cfg: PrepSettings, src: Config) -> None:
 
 
 def plan(cfg: PrepSettings, src: Config) -> list[dict]:
-    n, per = len(images(src)), cfg.samples_per_shard
-    return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
+    return index_parts(len(images(src)), cfg.samples_per_shard)
 
 
 def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:

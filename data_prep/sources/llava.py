@@ -4,7 +4,6 @@ conversations become ChatML messages, its image path is resolved inside the fold
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key, text_only
+from data_prep.sources.annotations import index_parts
 from pipeline.config import ConfigError
 
 
@@ -31,8 +31,7 @@ def check(cfg: PrepSettings, src: Config) -> None:
 
 
 def plan(cfg: PrepSettings, src: Config) -> list[dict]:
-    n, per = len(_entries(str(Path(src.input).resolve()))), cfg.samples_per_shard
-    return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
+    return index_parts(len(_entries(str(Path(src.input).resolve()))), cfg.samples_per_shard)
 
 
 def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:

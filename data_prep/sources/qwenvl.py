@@ -10,14 +10,13 @@ the loader takes it; more are counted as ``multiple_images``.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key, text_only
-from data_prep.sources.annotations import GRID, BadRecord, image_file, read_json, require_dir
+from data_prep.sources.annotations import GRID, BadRecord, image_file, index_parts, read_json, require_dir
 from pipeline.config import ConfigError
 
 ROLES = {"user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
@@ -37,8 +36,7 @@ def check(cfg: PrepSettings, src: Config) -> None:
 
 
 def plan(cfg: PrepSettings, src: Config) -> list[dict]:
-    n, per = len(entries(src)), cfg.samples_per_shard
-    return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
+    return index_parts(len(entries(src)), cfg.samples_per_shard)
 
 
 def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:

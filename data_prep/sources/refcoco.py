@@ -12,7 +12,6 @@ loader draws one per epoch).
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from data_prep.sources.annotations import (
     check_size,
     grid_box,
     image_file,
+    index_parts,
     read_json,
     require_dir,
     stored_frame,  # fmt: skip
@@ -49,8 +49,7 @@ def check(cfg: PrepSettings, src: Config) -> None:
 
 
 def plan(cfg: PrepSettings, src: Config) -> list[dict]:
-    n, per = len(refs(src)), cfg.samples_per_shard
-    return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
+    return index_parts(len(refs(src)), cfg.samples_per_shard)
 
 
 def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:

@@ -15,7 +15,6 @@ One sample per question (the unit every count is in). The image is ``vqa.image_p
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from functools import lru_cache
 
 from data_prep.config import PrepSettings
 from data_prep.sample import ReadError, Sample, sample_key
-from data_prep.sources.annotations import BadRecord, image_file, read_json, require_dir
+from data_prep.sources.annotations import BadRecord, image_file, index_parts, read_json, require_dir
 from pipeline.config import ConfigError
 
 
@@ -42,8 +41,7 @@ def check(cfg: PrepSettings, src: Config) -> None:
 
 
 def plan(cfg: PrepSettings, src: Config) -> list[dict]:
-    n, per = len(questions(src)), cfg.samples_per_shard
-    return [{"part": i, "start": i * per, "end": min(n, (i + 1) * per)} for i in range(math.ceil(n / per))]
+    return index_parts(len(questions(src)), cfg.samples_per_shard)
 
 
 def read(cfg: PrepSettings, src: Config, spec: dict) -> Iterator[Sample | ReadError]:

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pipeline.benchmarks.files import BenchFiles
 from pipeline.benchmarks.scoring import ScoringError
-from pipeline.benchmarks.suites import SUITES, BenchFiles, BenchItem
+from pipeline.benchmarks.suites import SUITES, BenchItem
 from pipeline.data.formats import Formatter
 from pipeline.data.shard_format import open_image
 from pipeline.generate import end_ids, greedy_batch

@@ -21,22 +21,10 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from pipeline.benchmarks import scoring
+from pipeline.benchmarks.files import BenchFiles
 from pipeline.data.shard_format import orientation
 from pipeline.data.tasks import VQA, Caption, Ref
 from pipeline.eval_metrics import parse_box
-
-
-@dataclass
-class BenchFiles:
-    """A benchmark's own files, as ``python -m launch.eval --benchmark`` names them."""
-
-    images: str | None = None  # the image folder
-    questions: str | None = None
-    annotations: str | None = None
-    refs: str | None = None
-    instances: str | None = None
-    split: str | None = None
-    image_pattern: str | None = None  # VQA: image file from image_id and the questions' subtype
 
 
 @dataclass

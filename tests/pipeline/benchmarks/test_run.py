@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from data_prep.synthetic.benchmarks import write_benchmarks
+from pipeline.benchmarks.files import BenchFiles
 from pipeline.benchmarks.run import RESULTS, run_benchmark
 from pipeline.benchmarks.scoring import ScoringError, score_refcoco, score_vqa
-from pipeline.benchmarks.suites import BenchFiles, gqa_answer, stored_pixels
+from pipeline.benchmarks.suites import gqa_answer, stored_pixels
 from pipeline.data.formats import Formatter
 from pipeline.model.vision import image_transform
 from pipeline.schema import VisionConfig
