@@ -95,6 +95,9 @@ class DataConfig:
     max_length: int = 512  # tokens per sample; a sample whose image span would be cut is dropped
     num_workers: int = 2  # dataloader workers per rank
     group_by_length: int = 1  # batches per window sorted by token length (less padding); 1 = off
+    packing: bool = (
+        False  # samples of a window packed into rows of max_length tokens, no attention across them
+    )
     pixels: str = "uint8"  # uint8: workers send 8-bit pixels, normalised on the device (a quarter of the bytes); float32
     open_shards: int = (
         4  # shards each worker reads at once, drawing samples from them at random (the shuffle)

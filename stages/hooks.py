@@ -12,6 +12,7 @@ import torch
 
 from pipeline.backends import Backend
 from pipeline.benchmarks.run import run_benchmark
+from pipeline.data.loader import batch_samples
 from pipeline.data.shard_format import expand_urls
 from pipeline.distributed import Dist
 from pipeline.eval import evaluate_export
@@ -58,24 +59,16 @@ class Samples(Hook):
             return
         backend, tokenizer, device = trainer.backend, trainer.tokenizer, trainer.dist.device
         eos = end_ids(tokenizer)
-        image_rows = torch.cumsum(batch["has_image"].long(), 0) - 1
         rows = []
-        for i in range(min(trainer.cfg.logging.sample_count, len(batch["keys"]))):
-            length = int(batch["attention_mask"][i].sum())
-            input_ids, labels = batch["input_ids"][i, :length], batch["labels"][i, :length].tolist()
-            cut = prompt_length(labels)
-            has_image = bool(batch["has_image"][i])
-            pixels = (
-                batch["pixel_values"][image_rows[i] : image_rows[i] + 1]
-                if has_image
-                else batch["pixel_values"][:0]
-            )
+        for sample in batch_samples(batch, trainer.cfg.logging.sample_count):
+            input_ids, pixels, has_image = sample["input_ids"], sample["pixels"], sample["has_image"]
+            cut = prompt_length(sample["labels"].tolist())
             with backend.generation() as synced:
                 new = greedy(backend.model, input_ids[:cut].to(device), pixels.to(device), has_image, SAMPLE_TOKENS,
                              eos, synced=synced)  # fmt: skip
             decode = tokenizer.decode
             rows.append({
-                "key": batch["keys"][i], "task": batch["tasks"][i],
+                "key": sample["key"], "task": sample["task"],
                 "prompt": decode(input_ids[:cut].tolist()).replace("<|image_pad|>", ""),
                 "generated": decode(new), "target": decode(input_ids[cut:].tolist()),
                 "image": viewable(pixels[0]) if has_image else None,

@@ -72,6 +72,67 @@ def collate(examples: list[Example], images: list[torch.Tensor], pad_id: int, im
     }
 
 
+def collate_packed(examples: list[Example], rows: list[list[int]], images: list[torch.Tensor], pad_id: int,
+                   image_size: int) -> dict:  # fmt: skip
+    """Packed rows: each row holds several samples one after another, their position ids restarting at 0 and
+    each sample's first label masked (position t predicts label t+1: nothing is learnt across a boundary).
+    ``sample_index`` gives each token's sample (-1 on padding); ``has_image`` counts each row's images;
+    ``images`` are the real images in row order, then sample order; per-sample lists follow that order."""
+    order = [i for row in rows for i in row]
+    length = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+    batch = len(rows)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    position_ids = torch.zeros((batch, length), dtype=torch.long)
+    sample_index = torch.full((batch, length), -1, dtype=torch.long)
+    flat = 0
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            e, n = examples[i], len(examples[i].input_ids)
+            input_ids[r, at : at + n] = torch.tensor(e.input_ids)
+            labels[r, at + 1 : at + n] = torch.tensor(e.labels[1:])
+            attention_mask[r, at : at + n] = 1
+            position_ids[r, at : at + n] = torch.arange(n)
+            sample_index[r, at : at + n] = flat
+            at, flat = at + n, flat + 1
+        position_ids[r, at:] = torch.arange(length - at)  # the padding: a block of its own
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "sample_index": sample_index,
+        "pixel_values": torch.stack(images) if images else torch.zeros(0, 3, image_size, image_size),
+        "has_image": torch.tensor([sum(examples[i].has_image for i in row) for row in rows]),
+        "sample_has_image": [examples[i].has_image for i in order],
+        "tasks": [examples[i].task for i in order],
+        "sources": [examples[i].source for i in order],
+        "keys": [examples[i].key for i in order],
+    }
+
+
+def batch_samples(batch: dict, count: int) -> list[dict]:
+    """The first ``count`` samples of a batch, packed or not, each on its own: its unpadded ``input_ids`` and
+    ``labels`` (a packed sample's first label is masked), ``pixels`` (its image, or none), ``has_image``,
+    ``key`` and ``task``."""
+    packed = "sample_index" in batch
+    flags = batch["sample_has_image"] if packed else [bool(v) for v in batch["has_image"]]
+    out, image = [], 0
+    for k in range(min(count, len(batch["keys"]))):
+        if packed:
+            where = (batch["sample_index"] == k).nonzero()
+            row, cols = int(where[0, 0]), where[:, 1]
+        else:
+            row, cols = k, batch["attention_mask"][k].nonzero().flatten()
+        pixels = batch["pixel_values"][image : image + 1] if flags[k] else batch["pixel_values"][:0]
+        image += int(flags[k])
+        out.append({"input_ids": batch["input_ids"][row, cols], "labels": batch["labels"][row, cols], "pixels": pixels,
+                    "has_image": flags[k], "key": batch["keys"][k], "task": batch["tasks"][k]})  # fmt: skip
+    return out
+
+
 # per task: samples, truncated, dialogue turns dropped; per reason: skipped; per source: samples, skipped,
 # epochs begun (the latest over slots, where the others add up)
 STATS = ("tasks", "skipped", "truncated", "dropped_turns", "sources", "source_skipped", "epochs")
@@ -90,7 +151,14 @@ def merge_stats(stats: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, i
     return {name: dict(sorted(c.items())) for name, c in total.items()}
 
 
-PICKLED = ("input_ids", "labels", "attention_mask", "has_image")  # the batch's tensors other than pixels
+PICKLED = (
+    "input_ids",
+    "labels",
+    "attention_mask",
+    "has_image",
+    "position_ids",
+    "sample_index",
+)  # small tensors
 
 
 class TaskBatches(IterableDataset):
@@ -139,44 +207,77 @@ class TaskBatches(IterableDataset):
             mixture.load_state_dict(restored["mixture"])
         self.stats = {name: Counter(restored["stats"].get(name, {}) if restored else {}) for name in STATS}
         window, skip = (restored["window"], restored["emitted"]) if restored else (0, 0)
+        start, carried = self._snapshot(mixture), None
         while True:
-            start = {"mixture": mixture.state_dict(), "stats": {k: dict(v) for k, v in self.stats.items()}}
-            rows = self._read_window(mixture)
-            chunks = self._chunks(rows, slot, window)
+            rows, packs, end, carried = self._read_window(mixture, carried)
+            chunks = self._chunks(rows, packs, slot, window)
             for emitted, chunk in enumerate(chunks, start=1):
                 if emitted <= skip:
                     continue
-                batch = collate([rows[i][0] for i in chunk], [rows[i][1] for i in chunk if rows[i][1] is not None],
-                                self.formatter.ids.pad, self.cfg.image_size)  # fmt: skip
+                batch = self._collate(rows, chunk)
                 if errors := sum(stream.shard_errors for stream in mixture.streams):
                     self.stats["skipped"]["shard_error"] = errors
                 counts = {k: dict(v) for k, v in self.stats.items()}
                 batch["stats"] = {"slot": slot, **counts}
                 # from a worker, small tensors travel pickled: a shared-memory one costs a socket round trip
                 if info:
-                    batch.update({k: batch[k].numpy() for k in PICKLED})
-                if emitted < len(chunks):
-                    self._position = {**start, "window": window, "emitted": emitted}
-                else:  # the window is done: the position moves past it
-                    self._position = {"mixture": mixture.state_dict(), "stats": counts, "window": window + 1,
-                                      "emitted": 0}  # fmt: skip
+                    batch.update({k: batch[k].numpy() for k in PICKLED if k in batch})
+                # the position: this window's start and the batches given, or, after its last, the next window's
+                done = emitted == len(chunks)
+                self._position = {
+                    **(end if done else start),
+                    "window": window + done,
+                    "emitted": 0 if done else emitted,
+                }
                 yield batch
-            window, skip = window + 1, 0
+            start, window, skip = end, window + 1, 0
 
-    def _read_window(self, mixture: Mixture) -> list[tuple[Example, torch.Tensor | None]]:
-        rows = []
-        while len(rows) < self.batch_size * self.cfg.group_by_length:
-            source = mixture.draw()
-            example, image = self._usable(mixture, source)
-            rows.append((example, image))
-            self.stats["tasks"][example.task] += 1
-            self.stats["sources"][example.source] += 1
-            self.stats["epochs"][example.source] = mixture.streams[source].passes
-            if example.truncated:
-                self.stats["truncated"][example.task] += 1
-            if example.dropped_turns:
-                self.stats["dropped_turns"][example.task] += example.dropped_turns
-        return rows
+    def _snapshot(self, mixture: Mixture) -> dict:
+        return {"mixture": mixture.state_dict(), "stats": {k: dict(v) for k, v in self.stats.items()}}
+
+    def _read_window(self, mixture: Mixture, carried: tuple | None) -> tuple[list, list, dict, tuple | None]:
+        """A window's samples, its packed rows (sample indices; none without packing), the position after it and
+        a sample carried into the next window.
+
+        Without packing: ``batch_size`` x ``group_by_length`` samples. With packing, samples go first fit into
+        that many rows of ``max_length`` tokens, until one fits none: it opens the next window (``carried``),
+        and the position after this window is the one before it was read, so a restore reads it again."""
+        if not self.cfg.packing:
+            rows = [self._read(mixture) for _ in range(self.batch_size * self.cfg.group_by_length)]
+            return rows, [], self._snapshot(mixture), None
+        limit, capacity = self.batch_size * self.cfg.group_by_length, self.cfg.max_length
+        rows: list = []
+        packs: list[list[int]] = []
+        room: list[int] = []
+        item = carried
+        while True:
+            before = self._snapshot(mixture)
+            item = item or self._read(mixture)
+            length = len(item[0].input_ids)
+            row = next((r for r, free in enumerate(room) if free >= length), None)
+            if row is None:
+                if len(packs) == limit:
+                    return rows, packs, before, item
+                packs.append([])
+                room.append(capacity)
+                row = len(room) - 1
+            packs[row].append(len(rows))
+            room[row] -= length
+            rows.append(item)
+            item = None
+
+    def _read(self, mixture: Mixture) -> tuple[Example, torch.Tensor | None]:
+        """The next usable sample of the mixture, counted."""
+        source = mixture.draw()
+        example, image = self._usable(mixture, source)
+        self.stats["tasks"][example.task] += 1
+        self.stats["sources"][example.source] += 1
+        self.stats["epochs"][example.source] = mixture.streams[source].passes
+        if example.truncated:
+            self.stats["truncated"][example.task] += 1
+        if example.dropped_turns:
+            self.stats["dropped_turns"][example.task] += example.dropped_turns
+        return example, image
 
     def _usable(self, mixture: Mixture, source: int) -> tuple[Example, torch.Tensor | None]:
         """The next usable sample of one source; each one skipped on the way is counted by reason."""
@@ -196,8 +297,26 @@ class TaskBatches(IterableDataset):
                     "check its shards and tasks (data.max_skips_in_a_row sets the limit)"
                 )
 
-    def _chunks(self, rows: list, slot: int, window: int) -> list[list[int]]:
-        """Row indices of each batch of a window: in reading order, or grouped by length."""
+    def _collate(self, rows: list, chunk: list) -> dict:
+        pad, size = self.formatter.ids.pad, self.cfg.image_size
+        if not self.cfg.packing:
+            return collate(
+                [rows[i][0] for i in chunk], [rows[i][1] for i in chunk if rows[i][1] is not None], pad, size
+            )
+        samples = [i for row in chunk for i in row]
+        index = {i: n for n, i in enumerate(samples)}
+        images = [rows[i][1] for i in samples if rows[i][1] is not None]
+        return collate_packed(
+            [rows[i][0] for i in samples], [[index[i] for i in row] for row in chunk], images, pad, size
+        )
+
+    def _chunks(self, rows: list, packs: list[list[int]], slot: int, window: int) -> list[list]:
+        """Each batch of a window: its sample indices, in reading order or grouped by length; with packing,
+        its packed rows (``batch_size`` rows of up to ``data.max_length`` tokens, each a list of samples)."""
+        if self.cfg.packing:
+            packed = list(packs)
+            random.Random(f"packing:{self.seed}:{slot}:{window}").shuffle(packed)
+            return [packed[i : i + self.batch_size] for i in range(0, len(packed), self.batch_size)]
         order = list(range(len(rows)))
         if self.cfg.group_by_length > 1:
             order.sort(key=lambda i: len(rows[i][0].input_ids))

@@ -136,23 +136,44 @@ class QwenVL(nn.Module):
         pixel_values: torch.Tensor,
         has_image: torch.Tensor,
         labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        sample_index: torch.Tensor | None = None,
         **_: object,  # the rest of a loader batch (tasks, keys)
     ) -> VLOutput:
+        """A packed batch (``data.packing``) comes with ``position_ids`` that restart at every sample: the LLM
+        then attends block-diagonally (transformers builds the mask from them; flash-attention takes its
+        variable-length path), and ``sample_index`` (the sample of each token, -1 on padding) splits the loss
+        per sample. Its ``has_image`` counts each row's images."""
         embeds = self.embed(input_ids, pixel_values, has_image)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
+        if position_ids is not None:  # no attention mask: it would hide the packing from transformers
+            logits = self.llm(inputs_embeds=embeds, position_ids=position_ids, use_cache=False).logits
+        else:
+            logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
         if labels is None:
             return VLOutput(logits.new_zeros(()), logits, logits.new_zeros(0), logits.new_zeros(0))
-        return _with_loss(logits, labels)
+        return _with_loss(logits, labels, sample_index)
 
 
-def _with_loss(logits: torch.Tensor, labels: torch.Tensor) -> VLOutput:
-    """Next-token cross-entropy: position t predicts label t+1 (labels come unshifted from the data)."""
+def _with_loss(
+    logits: torch.Tensor, labels: torch.Tensor, sample_index: torch.Tensor | None = None
+) -> VLOutput:
+    """Next-token cross-entropy: position t predicts label t+1 (labels come unshifted from the data). Per row,
+    or per packed sample (``sample_index``: a sample's first label is never a target, so no loss crosses from
+    one sample into the next)."""
     targets = labels[:, 1:]
     token_loss = F.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
     ).view_as(targets)
-    sample_loss = token_loss.sum(dim=1)
-    sample_tokens = (targets != IGNORE).sum(dim=1)
+    supervised = targets != IGNORE
+    if sample_index is None:
+        sample_loss, sample_tokens = token_loss.sum(dim=1), supervised.sum(dim=1)
+    else:
+        owner = sample_index[:, 1:].clamp(min=0).flatten()
+        count = int(sample_index.max()) + 1
+        sample_loss = token_loss.new_zeros(count).index_add(0, owner, token_loss.flatten())
+        sample_tokens = supervised.new_zeros(count, dtype=torch.long).index_add(
+            0, owner, supervised.flatten().long()
+        )
     loss = sample_loss.sum() / sample_tokens.sum().clamp(min=1)
     return VLOutput(loss, logits, sample_loss, sample_tokens)
 

@@ -70,11 +70,14 @@ def three_sources(root: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("ranks", "zero", "mixture"), [(1, 2, False), (2, 3, False), (1, 3, False), (2, 2, False),
-                                                        (2, 2, True)])  # fmt: skip
-def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_shards, ranks, zero, mixture):
+@pytest.mark.parametrize(("ranks", "zero", "data"), [(1, 2, None), (2, 3, None), (1, 3, None), (2, 2, None),
+                                                     (2, 2, "mixture"), (2, 3, "packing")])  # fmt: skip
+def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_shards, ranks, zero, data):
     run = ["train.max_steps=8", "train.checkpoint_every=2", "train.global_batch_size=4", "data.num_workers=2",
            f"deepspeed.zero_stage={zero}"]  # fmt: skip
+    mixture = data == "mixture"
+    if data == "packing":  # rows of up to 256 tokens, several samples each, windows of 2 micro-batches
+        run += ["data.packing=true", "data.max_length=256", "data.group_by_length=2"]
     if mixture:
         run.append(f"mixture={three_sources(tmp_path)}")
         world_shards = None
@@ -111,6 +114,8 @@ def test_kill_9_then_resume_gives_the_same_losses_bit_for_bit(tmp_path, world_sh
         if mixture:  # the per-source counts carry over too, and the small source went round
             sources = {k: v for k, v in after[step].items() if "/source/" in k}
             assert sources == {k: v for k, v in straight[step].items() if "/source/" in k}, f"step {step}"
+    if data == "packing":  # more samples than rows went through each step
+        assert all(straight[step]["samples_per_s"] * straight[step]["step_s"] > 4 for step in straight)
     if mixture:
         assert {"loss/source/laion", "mix/source/vqa"} <= set(straight[8]) and straight[8][
             "epochs/source/vqa"

@@ -19,10 +19,20 @@ STAGE2 = {"caption": 19.7, "vqa": 3.6, "grounded_caption": 12.2, "ref": 8.7, "oc
 
 
 def loader(
-    shards, tokenizer, rank=0, world_size=1, workers=0, tasks=None, seed=0, batch=2, max_length=512, group=1
+    shards,
+    tokenizer,
+    rank=0,
+    world_size=1,
+    workers=0,
+    tasks=None,
+    seed=0,
+    batch=2,
+    max_length=512,
+    group=1,
+    packing=False,
 ):
     cfg = DataConfig(shards=shards, tasks=tasks or STAGE2, image_size=SIZE, num_workers=workers,
-                     group_by_length=group)  # fmt: skip
+                     group_by_length=group, max_length=max_length, packing=packing)  # fmt: skip
     fmt = Formatter(tokenizer, num_queries=16, max_length=max_length)
     return build_loader(cfg, fmt, image_transform(VisionConfig(), SIZE), batch, seed, rank, world_size)
 
