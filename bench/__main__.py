@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["tiny_step", "world", "loader", "prep", "train"]
+BENCHMARKS = ["tiny_step", "world", "loader", "packing", "prep", "train"]
 ON_REQUEST = ["gpu"]  # python -m bench gpu: the stages' speed on a GPU (on CPU it only checks itself)
 OUT = Path("runs/bench")
 
