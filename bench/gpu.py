@@ -31,8 +31,13 @@ SIZES = (
     {"stage1": 224, "stage2": 448, "stage3": 448} if CUDA else {"stage1": 112, "stage2": 224, "stage3": 224}
 )
 # stage 2 again with one setting changed: the levers that are on by default switched off, and activation
-# checkpointing (off by default) switched on, for its memory against its time
-VARIANTS = ["data.pixels=float32", "data.group_by_length=1", "train.activation_checkpointing=[vision,llm]"]
+# checkpointing and packing (off by default) switched on: for its memory against its time, for tokens per step
+VARIANTS = [
+    "data.pixels=float32",
+    "data.group_by_length=1",
+    "data.packing=true",
+    "train.activation_checkpointing=[vision,llm]",
+]
 REPEATS = 3  # timings of each component, the median kept
 
 
