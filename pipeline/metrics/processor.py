@@ -92,7 +92,7 @@ class MetricsProcessor:
     def micro_batch(self, stats: StepStats, out, batch: dict, data_wait: float) -> None:
         """One micro-batch into this rank's account: its losses, tokens, FLOPs and the wait for it."""
         images = int(batch["has_image"].sum())
-        flops = self.flop_model.batch(max(images, 1), batch["attention_mask"].sum(1))
+        flops = self.flop_model.batch(max(images, 1), sequence_lengths(batch))
         stats.data_wait += data_wait
         stats.add(out, batch, flops)
 
@@ -142,6 +142,14 @@ def data_summary(loader: dict[str, dict[str, int]]) -> str:
     parts = [f"{name} {count} samples ({count / seen:.1%}, {loader['epochs'].get(name, 0)} epochs begun, "
              f"{loader['source_skipped'].get(name, 0)} skipped)" for name, count in loader["sources"].items()]  # fmt: skip
     return "data by source: " + "; ".join(parts)
+
+
+def sequence_lengths(batch: dict) -> torch.Tensor:
+    """The tokens of each attention block: a row's, or with packing each sample's (attention stays within it)."""
+    if "sample_index" in batch:
+        index = batch["sample_index"]
+        return torch.bincount(index[index >= 0])
+    return batch["attention_mask"].sum(1)
 
 
 def module_lrs(group_lrs: dict[str, float]) -> dict[str, float]:

@@ -123,3 +123,15 @@ def test_a_packing_loader_fills_rows_and_restores_exactly(world_shards, tokenize
     )
     # rows filled first fit until a sample fits none: 0.014 here (plain 0.19, grouped 0.10)
     assert padding < 0.05, padding
+
+
+def test_a_packed_batch_counts_the_flops_of_its_samples(tokenizer, examples):
+    from pipeline.metrics.processor import sequence_lengths
+
+    plain = collate(examples, images(), tokenizer.pad_token_id, SIZE)
+    packed = collate_packed(examples, [[0, 1, 2, 3]], images(), tokenizer.pad_token_id, SIZE)
+    assert (
+        sequence_lengths(packed).tolist()
+        == sequence_lengths(plain).tolist()
+        == [len(e.input_ids) for e in examples]
+    )
