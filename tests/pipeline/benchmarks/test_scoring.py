@@ -216,3 +216,24 @@ def test_vizwiz_own_annotation_file(tmp_path):
     scores = score_vqa(predictions, write(tmp_path / "val.json", val))
     assert scores["vqa_acc"] == pytest.approx((0.9 + 0.0) / 2)
     assert scores["per_answer_type"] == pytest.approx({"other": 0.9, "unanswerable": 0.0})
+
+
+def test_score_command_on_every_kind_of_benchmark(tmp_path):
+    refs, instances = refcoco_files(tmp_path)
+    gqa_questions = write(tmp_path / "gqa.json", {"1": {"imageId": "n1", "question": "Is it red?", "answer": "yes"},
+                                                 "2": {"imageId": "n2", "question": "What is it?", "answer": "cat"}})  # fmt: skip
+    cases = {
+        "gqa": (["--questions", gqa_questions], [{"questionId": "1", "prediction": "yes"},
+                                                 {"questionId": "2", "prediction": "dog"}], "accuracy", 0.5),
+        "refcoco": (["--refs", refs, "--instances", instances, "--split", "val"],
+                    [{"sent_id": 20, "bbox": [0, 0, 100, 100]}], "ref_acc", 1.0),
+        "flickr30k": (["--annotations", caption_files(tmp_path)],
+                      [{"image_id": 42, "caption": "A red square on a beige floor."},
+                       {"image_id": 43, "caption": "Two dogs running through tall green grass."}], "cider", 10.0),
+    }  # fmt: skip
+    for name, (files, predictions, key, expected) in cases.items():
+        out = tmp_path / f"{name}.json"
+        argv = ["score", "--benchmark", name, "--predictions", write(tmp_path / f"p-{name}.json", predictions),
+                *files, "--out", str(out)]  # fmt: skip
+        assert eval_main(argv) == 0, name
+        assert json.loads(out.read_text())[key] == pytest.approx(expected), name
