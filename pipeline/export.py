@@ -69,6 +69,13 @@ def export_hf(final: str | Path, out: str | Path) -> Path:
     return out
 
 
+def data_description(cfg: StageConfig) -> str:
+    """The stage's data as the card says it: its shards, or its mixture's sources with their weights."""
+    if not cfg.data.sources:
+        return f"`{cfg.data.shards}`"
+    return ", ".join(f"`{s.name}` (weight {s.weight:g})" for s in cfg.data.sources)
+
+
 def model_card(cfg: StageConfig, scores: dict | None) -> str:
     lines = ["---", "library_name: qwenvl-pipeline", "tags: [vision-language, qwen-vl]", "---", "",
              f"# {cfg.run.name} / {cfg.run.stage}", "",
@@ -76,7 +83,7 @@ def model_card(cfg: StageConfig, scores: dict | None) -> str:
              f"resampler, a {cfg.model.llm.arch.get('num_hidden_layers', '?')}-layer "
              f"{cfg.model.llm.arch.get('model_type', '')} LM) at {cfg.data.image_size} px, trained with "
              f"qwenvl-pipeline up to {cfg.run.stage} (groups trained there: {', '.join(cfg.train.trainable)}; "
-             f"{cfg.train.max_steps} steps; data: `{cfg.data.shards}`).", "",
+             f"{cfg.train.max_steps} steps; data: {data_description(cfg)}).", "",
              "```python", "from pipeline.model.qwenvl import QwenVL", "model, tokenizer, cfg = QwenVL.from_pretrained(\"<this folder>\")",
              "```", "", "Or: `python -m launch.generate --checkpoint <this folder> --image IMG --prompt TEXT`."]  # fmt: skip
     if scores:
