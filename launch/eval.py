@@ -22,14 +22,7 @@ from pathlib import Path
 
 from pipeline.benchmarks.files import BenchFiles
 from pipeline.benchmarks.run import RESULTS, run_benchmark
-from pipeline.benchmarks.scoring import (
-    SCORERS,
-    ScoringError,
-    score_captions,
-    score_gqa,
-    score_refcoco,
-    score_vqa,
-)
+from pipeline.benchmarks.scoring import ScoringError
 from pipeline.benchmarks.suites import SUITES
 from pipeline.data.shard_format import expand_urls
 from pipeline.data.tasks import METRICS
@@ -40,7 +33,7 @@ from pipeline.export import load_export
 def score(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m launch.eval score",
                                 description="Score a predictions file in a benchmark's official results format.")  # fmt: skip
-    p.add_argument("--benchmark", required=True, choices=sorted(SCORERS))
+    p.add_argument("--benchmark", required=True, choices=sorted(SUITES))
     p.add_argument("--predictions", required=True, help="the results file: VQA [{question_id, answer}], GQA "
                    "[{questionId, prediction}], referring [{sent_id, bbox}] in pixels, captions [{image_id, caption}]")  # fmt: skip
     p.add_argument(
@@ -56,20 +49,13 @@ def score(argv: list[str]) -> int:
     )
     p.add_argument("--out", required=True, help="the scores JSON written")
     args = p.parse_args(argv)
-    scorer = SCORERS[args.benchmark]
-    needed = {score_vqa: ["annotations"], score_gqa: ["questions"], score_captions: ["annotations"],
-              score_refcoco: ["refs", "instances", "split"]}[scorer]  # fmt: skip
-    if missing := [f"--{name}" for name in needed if getattr(args, name) is None]:
+    suite = SUITES[args.benchmark]  # what it needs to score, images aside, and its scorer
+    files = BenchFiles(questions=args.questions, annotations=args.annotations, refs=args.refs,
+                       instances=args.instances, split=args.split)  # fmt: skip
+    if missing := [f"--{name}" for name in suite.needs if name != "images" and getattr(files, name) is None]:
         p.error(f"--benchmark {args.benchmark} needs {' '.join(missing)}")
     try:
-        if scorer is score_vqa:
-            result = score_vqa(args.predictions, args.annotations, args.questions)
-        elif scorer is score_gqa:
-            result = score_gqa(args.predictions, args.questions)
-        elif scorer is score_refcoco:
-            result = score_refcoco(args.predictions, args.refs, args.instances, args.split)
-        else:
-            result = score_captions(args.predictions, args.annotations, args.split)
+        result = suite.score(Path(args.predictions), files)
     except ScoringError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,10 +3,12 @@ its official rule: what ``python -m launch.eval score`` runs, for our prediction
 
 - VQA (``vqav2``, ``okvqa``, ``textvqa``, ``vizwiz``): predictions ``[{"question_id", "answer"}]`` as EvalAI
   takes them; questions and annotations in VQAv2's layout, or TextVQA's release file as the annotations alone,
-  or VizWiz's own annotation file (predictions ``[{"image", "answer"}]``, as its evaluation server takes them). ``vqa_acc`` is the challenge's accuracy (``vqa_accuracy``), with its means per answer
-  type and per question type.
+  or VizWiz's own annotation file (predictions ``[{"image", "answer"}]``, as its evaluation server takes
+  them). ``vqa_acc`` is the challenge's accuracy (``vqa_accuracy``), with its means per answer type and per
+  question type.
 - ``gqa``: predictions ``[{"questionId", "prediction"}]`` as GQA's evaluation takes them, against its balanced
-  questions file: exact match of the stripped, lower-cased strings (Qwen-VL's ``evaluate_exact_match_accuracy``).
+  questions file: exact match of the stripped, lower-cased strings (Qwen-VL's
+  ``evaluate_exact_match_accuracy``).
 - referring (``refcoco``, ``refcoco+``, ``refcocog``): predictions ``[{"sent_id", "bbox": [x1, y1, x2, y2]}]``
   in image pixels, one per expression of the split's refs (REFER's ``refs(<split_by>).p`` or the same list as
   JSON, with ``instances.json``); ``ref_acc`` is the share at IoU >= 0.5 with the object's box. A missing,
@@ -26,7 +28,6 @@ import json
 import logging
 import math
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +95,16 @@ def restricted(truth: dict, ids: list | None, where: str | Path) -> dict:
 
 
 # -- VQA ------------------------------------------------------------------------------------------------------
-def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> dict[Any, dict]:
-    """question_id -> {"answers": the humans', "answer_type", "question_type"}, in the questions' order."""
+def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> tuple[dict[Any, dict], str]:
+    """question_id -> {"answers": the humans', "answer_type", "question_type"}, in the questions' order; and
+    the key the predictions name a question by (``question_id``, or VizWiz's ``image``)."""
     data = read_json(annotations, "annotations")
     if native_vizwiz(data):  # keyed by image name; no question ids
         return {q["image"]: {"answers": [a.get("answer") for a in q["answers"]], "answer_type": q.get("answer_type", ""),
-                             "question_type": ""} for q in data}  # fmt: skip
+                             "question_type": ""} for q in data}, "image"  # fmt: skip
     if isinstance(data, dict) and isinstance(data.get("data"), list):  # TextVQA's release file
         return {q["question_id"]: {"answers": list(q["answers"]), "answer_type": "", "question_type": ""}
-                for q in data["data"] if isinstance(q, dict) and "question_id" in q}  # fmt: skip
+                for q in data["data"] if isinstance(q, dict) and "question_id" in q}, "question_id"  # fmt: skip
     if not (isinstance(data, dict) and isinstance(data.get("annotations"), list)):
         raise ScoringError(f"annotations {annotations}: neither VQAv2's 'annotations' nor TextVQA's 'data'")
     truth = {}
@@ -115,7 +117,7 @@ def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> d
         truth[a["question_id"]] = {"answers": humans, "answer_type": a.get("answer_type", ""),
                                    "question_type": a.get("question_type", "")}  # fmt: skip
     if questions is None:
-        return truth
+        return truth, "question_id"
     listed = read_json(questions, "questions")
     if not (isinstance(listed, dict) and isinstance(listed.get("questions"), list)):
         raise ScoringError(f"questions {questions}: no 'questions' list")
@@ -125,7 +127,7 @@ def vqa_truth(annotations: str | Path, questions: str | Path | None = None) -> d
         raise ScoringError(
             f"annotations {annotations}: question {lacking[0]!r} of {questions} is not annotated"
         )
-    return {i: truth[i] for i in ids}
+    return {i: truth[i] for i in ids}, "question_id"
 
 
 def native_vizwiz(data: Any) -> bool:
@@ -136,8 +138,8 @@ def native_vizwiz(data: Any) -> bool:
 
 def score_vqa(predictions: str | Path, annotations: str | Path, questions: str | Path | None = None,
               ids: list | None = None) -> dict:  # fmt: skip
-    truth = restricted(vqa_truth(annotations, questions), ids, annotations)
-    key = "image" if native_vizwiz(read_json(annotations, "annotations")) else "question_id"
+    truth, key = vqa_truth(annotations, questions)
+    truth = restricted(truth, ids, annotations)
     answers = matched(keyed(predictions, key, "answer"), list(truth), predictions, "question")
     accuracies = [vqa_accuracy(p, t["answers"]) for p, t in zip(answers, truth.values(), strict=True)]
     return {"vqa_acc": _mean(accuracies), "questions": len(accuracies),
@@ -295,15 +297,6 @@ def _meteor(gts: dict, res: dict) -> float | None:
         if scorer.lock.locked():  # its __del__ takes the lock again
             scorer.lock.release()
         return None
-
-
-# -- the registry ---------------------------------------------------------------------------------------------
-SCORERS: dict[str, Callable[..., dict]] = {
-    "vqav2": score_vqa, "okvqa": score_vqa, "textvqa": score_vqa, "vizwiz": score_vqa,
-    "gqa": score_gqa,
-    "refcoco": score_refcoco, "refcoco+": score_refcoco, "refcocog": score_refcoco,
-    "coco_caption": score_captions, "flickr30k": score_captions, "nocaps": score_captions,
-}  # fmt: skip
 
 
 def _mean(values: list[float]) -> float:
