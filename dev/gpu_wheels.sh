@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 pin() { grep -i "^$1==" constraints.txt | head -1; }
 mkdir -p .whl
 for name in webdataset open_clip_torch braceexpand torchdata omegaconf ftfy wcwidth hjson pydantic \
-            pydantic_core annotated-types typing-inspection transformers; do
+            pydantic_core annotated-types typing-inspection transformers liger-kernel; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "$(pin "$name" || echo "$name")"

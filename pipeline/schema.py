@@ -17,6 +17,8 @@ from pipeline.config import TINY_TOWER, ConfigError
 MODULE_GROUPS = ("vision", "adapter", "llm")
 WANDB_MODES = ("online", "offline", "disabled")
 PRECISIONS = ("bf16", "fp16", "fp32")
+TOWERS = ("vision", "llm")  # the transformer towers (activation checkpointing, compile)
+KERNELS = ("fused_cross_entropy", "rms_norm", "swiglu", "rope")  # train.kernels: Liger's, on CUDA
 PIXELS = ("uint8", "float32")  # data.pixels: what the loader workers send
 
 
@@ -199,6 +201,10 @@ class TrainConfig:
     activation_checkpointing: list[str] = field(
         default_factory=list
     )  # towers (vision, llm) recomputed in backward
+    # speed levers that apply on CUDA only (a run elsewhere says it ignores them); off until measured on
+    # the GPU (python -m bench gpu gives each one's gain)
+    kernels: list[str] = field(default_factory=list)  # Liger's: fused_cross_entropy, rms_norm, swiglu, rope
+    compile: list[str] = field(default_factory=list)  # towers (vision, llm) compiled block by block
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:
@@ -218,7 +224,11 @@ class TrainConfig:
         )
         _check(self.precision in PRECISIONS, "train.precision", f"choose from {PRECISIONS}")
         for tower in self.activation_checkpointing:
-            _check(tower in ("vision", "llm"), "train.activation_checkpointing", f"{tower!r}: vision or llm")
+            _check(tower in TOWERS, "train.activation_checkpointing", f"{tower!r}: vision or llm")
+        for tower in self.compile:
+            _check(tower in TOWERS, "train.compile", f"{tower!r}: vision or llm")
+        for kernel in self.kernels:
+            _check(kernel in KERNELS, "train.kernels", f"unknown kernel {kernel!r}; choose from {KERNELS}")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
         _check(self.keep_last > 0, "train.keep_last", "must be > 0")
         _check(bool(self.resume), "train.resume", "auto, never or a checkpoint folder")

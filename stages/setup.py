@@ -13,8 +13,9 @@ import torch
 
 from pipeline import checkpoint
 from pipeline.config import ConfigError
+from pipeline.model.kernels import apply_liger, compile_blocks, liger_token_loss
 from pipeline.model.qwenvl import QwenVL, load_weights
-from pipeline.schema import StageConfig
+from pipeline.schema import StageConfig, TrainConfig
 
 log = logging.getLogger("stages")
 
@@ -40,6 +41,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def use_speed_levers(model: QwenVL, t: TrainConfig, device: torch.device) -> list[str]:
+    """Switch on ``train.kernels`` and ``train.compile`` where CUDA is (Triton kernels and Inductor's GPU code
+    are what they are for); elsewhere say they are ignored. Returns the levers switched on."""
+    levers = [*t.kernels, *(f"compile_{tower}" for tower in t.compile)]
+    if not levers:
+        return []
+    if device.type != "cuda":
+        log.warning("no CUDA device: train.kernels=%s and train.compile=%s are ignored", t.kernels, t.compile)
+        return []
+    liger = [k for k in t.kernels if k != "fused_cross_entropy"]
+    try:
+        if liger:
+            apply_liger(model.llm, liger)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if "fused_cross_entropy" in t.kernels:
+        model.token_loss = liger_token_loss()
+    if t.compile:
+        blocks = compile_blocks({tower: getattr(model, tower) for tower in t.compile})
+        log.info("torch.compile: %d blocks of %s, compiled on their first call", blocks, t.compile)
+    log.info("speed levers on: %s", levers)
+    return levers
 
 
 def load_init(model: QwenVL, path: str) -> None:

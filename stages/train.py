@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline import checkpoint
 from pipeline.backends import Backend, backend_class
-from pipeline.config import save_config
+from pipeline.config import ConfigError, save_config
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
 from pipeline.distributed import Dist, barrier, precision, shutdown
@@ -33,7 +33,7 @@ from pipeline.optim import freeze, lr_factor, param_groups
 from pipeline.schema import StageConfig
 from pipeline.tokens import load_tokenizer
 from stages.hooks import Hook, default_hooks
-from stages.setup import load_init, resume_point, seed_everything, setup_logging, stage_dir
+from stages.setup import load_init, resume_point, seed_everything, setup_logging, stage_dir, use_speed_levers
 
 log = logging.getLogger("stages")
 
@@ -82,6 +82,7 @@ class Trainer:
             load_init(model, t.init_from)
         freeze(model, t.trainable)
         model.set_activation_checkpointing(t.activation_checkpointing)
+        self.levers = use_speed_levers(model, t, dist.device)
         flop_model = FlopModel.of(model, t.trainable)
         self.llm_config = model.llm.config
         optimizer = torch.optim.AdamW(
@@ -93,6 +94,11 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t.optimizer, t.max_steps))
         self.backend = (backend or backend_class())(model, optimizer, scheduler, cfg, dist, dtype,
                                                     self.llm_config.hidden_size)  # fmt: skip
+        if "fused_cross_entropy" in t.kernels and self.backend.partitions_parameters:
+            raise ConfigError(
+                "key 'train.kernels': fused_cross_entropy reads the LM head's weight outside its forward, "
+                f"which {self.backend.description} leaves partitioned; use ZeRO-2 (deepspeed.zero_stage=2)"
+            )
 
         self.step, run_id = 0, None
         if resume_from is not None:

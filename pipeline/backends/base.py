@@ -54,6 +54,11 @@ class Backend(ABC):
     def description(self) -> str:
         """A few words for the log, e.g. "ZeRO-2"."""
 
+    @property
+    def partitions_parameters(self) -> bool:
+        """Whether a rank holds only a shard of each parameter outside that module's forward (ZeRO-3)."""
+        return False
+
     @abstractmethod
     def forward(self, batch: dict):
         """The model's output on a micro-batch already on the device."""

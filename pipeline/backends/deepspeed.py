@@ -90,6 +90,10 @@ class DeepSpeedBackend(Backend):
     def description(self) -> str:
         return f"ZeRO-{self.zero_stage}"
 
+    @property
+    def partitions_parameters(self) -> bool:
+        return self.zero_stage == 3
+
     def forward(self, batch: dict):
         return self.engine(**batch)
 

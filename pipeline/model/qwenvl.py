@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from pipeline.config import load_config, save_config
+from pipeline.model.kernels import TokenLoss
 from pipeline.model.language import build_llm
 from pipeline.model.pos_embed import resize_grid
 from pipeline.model.resampler import Resampler
@@ -45,6 +46,9 @@ class QwenVL(nn.Module):
         self.image_pad_id = image_pad_id
         self.num_queries = adapter.query.shape[0]
         self.pixel_stats = pixel_stats  # (mean, std) for 8-bit pixels; plain floats, never cast to bf16
+        # set (train.kernels=[fused_cross_entropy]): the loss reads the LLM's last hidden states and its head
+        # weight, and the full logits are never made (the output's logits are then empty)
+        self.token_loss: TokenLoss | None = None
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, image_size: int, tokenizer, dtype=torch.float32) -> QwenVL:
@@ -138,38 +142,54 @@ class QwenVL(nn.Module):
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         sample_index: torch.Tensor | None = None,
-        **_: object,  # the rest of a loader batch (tasks, keys)
+        keys: list[str] | None = None,
+        **_: object,  # the rest of a loader batch (tasks)
     ) -> VLOutput:
         """A packed batch (``data.packing``) comes with ``position_ids`` that restart at every sample: the LLM
         then attends block-diagonally (transformers builds the mask from them; flash-attention takes its
         variable-length path), and ``sample_index`` (the sample of each token, -1 on padding) splits the loss
-        per sample. Its ``has_image`` counts each row's images."""
+        over its ``keys`` (one per sample). Its ``has_image`` counts each row's images."""
         embeds = self.embed(input_ids, pixel_values, has_image)
-        if position_ids is not None:  # no attention mask: it would hide the packing from transformers
-            logits = self.llm(inputs_embeds=embeds, position_ids=position_ids, use_cache=False).logits
+        # no attention mask with packing: it would hide the packing from transformers
+        inputs = (
+            {"position_ids": position_ids} if position_ids is not None else {"attention_mask": attention_mask}
+        )
+        if labels is None or self.token_loss is None:
+            logits = self.llm(inputs_embeds=embeds, use_cache=False, **inputs).logits
+            if labels is None:
+                return VLOutput(logits.new_zeros(()), logits, logits.new_zeros(0), logits.new_zeros(0))
+            flat = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE, reduction="none")  # fmt: skip
         else:
-            logits = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
-        if labels is None:
-            return VLOutput(logits.new_zeros(()), logits, logits.new_zeros(0), logits.new_zeros(0))
-        return _with_loss(logits, labels, sample_index)
+            hidden = self.llm.get_decoder()(inputs_embeds=embeds, use_cache=False, **inputs).last_hidden_state
+            head = self.llm.get_output_embeddings()
+            flat = self.token_loss(
+                hidden[:, :-1].flatten(0, 1), head.weight, head.bias, labels[:, 1:].flatten()
+            )
+            logits = hidden.new_zeros(0)
+        samples = len(keys) if sample_index is not None and keys is not None else None
+        return _with_loss(flat, logits, labels, sample_index, samples)
 
 
 def _with_loss(
-    logits: torch.Tensor, labels: torch.Tensor, sample_index: torch.Tensor | None = None
+    flat_loss: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    sample_index: torch.Tensor | None = None,
+    samples: int | None = None,
 ) -> VLOutput:
-    """Next-token cross-entropy: position t predicts label t+1 (labels come unshifted from the data). Per row,
-    or per packed sample (``sample_index``: a sample's first label is never a target, so no loss crosses from
-    one sample into the next)."""
+    """Next-token cross-entropy (``flat_loss``: position t's loss on label t+1, labels come unshifted from the
+    data), summed per row, or per packed sample (``sample_index``: a sample's first label is never a target,
+    so no loss crosses from one sample into the next; ``samples`` of them, else counted here at the cost of a
+    device sync)."""
     targets = labels[:, 1:]
-    token_loss = F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
-    ).view_as(targets)
+    token_loss = flat_loss.float().view_as(targets)
     supervised = targets != IGNORE
     if sample_index is None:
         sample_loss, sample_tokens = token_loss.sum(dim=1), supervised.sum(dim=1)
     else:
         owner = sample_index[:, 1:].clamp(min=0).flatten()
-        count = int(sample_index.max()) + 1
+        count = samples if samples is not None else int(sample_index.max()) + 1
         sample_loss = token_loss.new_zeros(count).index_add(0, owner, token_loss.flatten())
         sample_tokens = supervised.new_zeros(count, dtype=torch.long).index_add(
             0, owner, supervised.flatten().long()

@@ -211,3 +211,11 @@ def test_benchmarks_at_the_stage_end_go_to_eval_jsonl(tmp_path, world_shards):
         stage_cfg(
             "stage2", tmp_path, world_shards, "eval.benchmarks=[{name: vqav2, images: x, questions: y}]"
         )
+
+
+def test_the_fused_loss_under_zero3_is_a_config_error(tmp_path, world_shards):
+    # refused on any device, so that a config tried on a laptop does not fail first on the cluster
+    cfg = stage_cfg("stage2", tmp_path, world_shards, "train.init_from=null", "deepspeed.zero_stage=3",
+                    "train.kernels=[fused_cross_entropy]")  # fmt: skip
+    with pytest.raises(ConfigError, match="train.kernels.*ZeRO-3.*zero_stage=2"):
+        trainer(cfg)
