@@ -17,7 +17,7 @@ import torch
 from pipeline.data.tasks import METRICS
 from pipeline.metrics import read_metrics
 
-SCORES = tuple(METRICS.values())  # cider, vqa_acc, grounding_acc, ocr_acc, chat_acc
+SCORES = tuple(METRICS.values())  # cider, vqa_acc, grounded_acc, grounding_acc, ocr_acc, chat_acc
 
 
 def write_report(run_dir: Path, stages: list[str], phases: dict[str, dict], prep_dir: Path | None, heldout: str,

@@ -1,6 +1,7 @@
 """The scores of Qwen-VL's evaluation (its eval_mm/), on generated text: caption CIDEr (pycocoevalcap, PTB
 tokenised), VQA accuracy (normalised exact match), referring grounding accuracy (the generated box at IoU >= 0.5
-with the true one), OCR word accuracy and dialogue answer accuracy. Boxes are in Qwen-VL's [0, 1000) grid."""
+with the true one), grounded-caption phrase accuracy (each grounded phrase generated with its box), OCR word
+accuracy and dialogue answer accuracy. Boxes are in Qwen-VL's [0, 1000) grid."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[^\w\s]")
 BOX = re.compile(r"\((\d+),\s*(\d+)\),\s*\((\d+),\s*(\d+)\)")
 REF = re.compile(r"(?:<ref>|<\|object_ref_start\|>)(.*?)(?:</ref>|<\|object_ref_end\|>)")
+GROUNDED = re.compile(  # a phrase and its box, as tags or as the tokenizer's tokens
+    r"(?:<ref>|<\|object_ref_start\|>)(.*?)(?:</ref>|<\|object_ref_end\|>)\s*"
+    r"(?:<box>|<\|box_start\|>)(.*?)(?:</box>|<\|box_end\|>)"
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -65,6 +70,28 @@ def grounding_accuracy(predictions: Sequence[str], boxes: Sequence[Box], thresho
         found = parse_box(text)
         hits += found is not None and iou(found, tuple(box)) >= threshold
     return hits / max(len(boxes), 1)
+
+
+def grounded_caption_accuracy(
+    predictions: Sequence[str], truths: Sequence[str], threshold: float = 0.5
+) -> float:
+    """The share of the references' grounded phrases (``<ref>phrase</ref><box>..</box>``) that the prediction
+    grounds too: the same phrase (case and spaces aside) with a box at IoU >= ``threshold``, each predicted
+    phrase used once."""
+    found = total = 0
+    for text, truth in zip(predictions, truths, strict=True):
+        predicted: dict[str, list[Box]] = {}
+        for phrase, box in GROUNDED.findall(text):
+            if (parsed := parse_box(box)) is not None:
+                predicted.setdefault(" ".join(phrase.lower().split()), []).append(parsed)
+        for phrase, box in GROUNDED.findall(truth):
+            total += 1
+            true_box, boxes = parse_box(box), predicted.get(" ".join(phrase.lower().split()), [])
+            hit = next((b for b in boxes if true_box and iou(b, true_box) >= threshold), None)
+            if hit is not None:
+                boxes.remove(hit)
+                found += 1
+    return found / max(total, 1)
 
 
 def ocr_accuracy(predictions: Sequence[str], words: Sequence[Sequence[str]]) -> float:

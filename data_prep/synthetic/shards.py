@@ -33,17 +33,42 @@ def write_shards(samples: list[dict], out: Path, per_shard: int) -> str:
     return str(out / f"{{000000..{count - 1:06d}}}.tar")
 
 
-def one_task_shards(out: Path, num: int, task: str, per_shard: int, seed: int = 0) -> str:
-    """Shards of ``num`` world images with one task's ground truth each, as real datasets come: ``caption``
-    (LAION-like: the caption alone) or one of the metadata tasks (``ref``: RefCOCO-like, no caption)."""
-    samples = []
-    for sample in world_samples(num, 0, seed):
-        meta = json.loads(sample["json"])
-        tasks = meta.pop("tasks", {})
-        if task != "caption":
-            meta.pop("caption", None)
-            sample.pop("txt", None)
-            meta["tasks"] = {task: tasks[task]}
-        sample["json"] = json.dumps(meta).encode()
-        samples.append(sample)
-    return write_shards(samples, out, per_shard)
+META_KEYS = {
+    "caption": "caption_en",
+    "chatml": "dialogue",
+}  # the task's ground truth in a world sample's tasks
+
+
+def one_task_samples(num: int, task: str, seed: int = 0, one_each: bool = False) -> list[dict]:
+    """``num`` world images with one task's ground truth each, as real datasets come: ``caption`` (LAION-like:
+    the caption alone) or one of the metadata tasks (``ref``: RefCOCO-like, no caption). Images without the
+    task (OCR: those without words) are passed over. ``one_each``: one record of a list, drawn with ``seed``
+    (one question or expression per sample, as VQAv2's and RefCOCO's importers write them)."""
+    samples: list[dict] = []
+    batch, rng = num, random.Random(seed)
+    while len(samples) < num:
+        samples = []
+        for sample in world_samples(batch, 0, seed):
+            meta = json.loads(sample["json"])
+            truth = meta.pop("tasks", {}).get(META_KEYS.get(task, task))
+            if not truth:
+                continue
+            if task != "caption":
+                meta.pop("caption", None)
+                sample.pop("txt", None)
+                meta["tasks"] = {
+                    META_KEYS.get(task, task): [rng.choice(truth)]
+                    if one_each and isinstance(truth, list)
+                    else truth
+                }
+            sample["json"] = json.dumps(meta).encode()
+            samples.append(sample)
+        batch *= 2
+    return samples[:num]
+
+
+def one_task_shards(
+    out: Path, num: int, task: str, per_shard: int, seed: int = 0, one_each: bool = False
+) -> str:
+    """``one_task_samples`` written as shards; returns their brace pattern."""
+    return write_shards(one_task_samples(num, task, seed, one_each), out, per_shard)

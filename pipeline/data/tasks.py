@@ -24,6 +24,7 @@ from pipeline.eval_metrics import (
     by_answer_type,
     cider,
     exact_match_accuracy,
+    grounded_caption_accuracy,
     grounding_accuracy,
     ocr_accuracy,  # fmt: skip
     parse_box,
@@ -163,7 +164,7 @@ class VQA(Task):
 
 
 class GroundedCaption(Task):
-    name, image = "grounded_caption", True
+    name, image, metric = "grounded_caption", True, "grounded_acc"
 
     def has(self, record: Record) -> bool:
         return bool(record.tasks.get("grounded_caption"))
@@ -173,6 +174,9 @@ class GroundedCaption(Task):
 
     def segments(self, record: Record, rng: random.Random, ids: SpecialIds) -> list[Segment]:
         return target([(GROUNDED_CAPTION_PROMPT, False)], " " + record.tasks["grounded_caption"], ids)
+
+    def score(self, predictions: list[str], truths: list[str]) -> dict[str, float]:
+        return {self.metric: grounded_caption_accuracy(predictions, truths)}
 
 
 class Ref(Task):
@@ -273,7 +277,9 @@ class ChatML(Task):
         if images and not record.has_image:
             raise Skip("missing_image", f"sample {record.key}: the dialogue shows an image the sample lacks")
         if record.has_image and not images:  # the image goes first in the first user turn
-            first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
+            first_user = next((i for i, (role, _) in enumerate(turns) if role == "user"), None)
+            if first_user is None:
+                raise Skip("bad_dialogue", f"sample {record.key}: no user turn to show the image in")
             turns[first_user] = ("user", [PICTURE, IMAGE, "\n", *turns[first_user][1]])
         segments: list[Segment] = []
         for role, content in turns:

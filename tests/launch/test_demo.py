@@ -18,7 +18,7 @@ SHORT = (
     "{train: {max_steps: 2, global_batch_size: 4, micro_batch_size: 4}, data: {image_size: 56, num_workers: 0},"
     " model: {adapter: {num_queries: 16}}, logging: {wandb: disabled}, eval: {max_new_tokens: 12}}"
 )
-KEYS = {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"}
+KEYS = {"cider", "vqa_acc", "grounded_acc", "grounding_acc", "ocr_acc", "chat_acc"}
 
 
 def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:

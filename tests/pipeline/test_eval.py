@@ -29,7 +29,14 @@ def test_items_hold_each_tasks_prompt_and_reference(world_shards, tokenizer):
     assert tokenizer.decode(by_task["chatml"].prompt).endswith("<|im_start|>assistant\n")
     # the references score perfectly against themselves, and a wrong answer does not
     perfect = scores(items, [it.truth for it in items])
-    assert perfect["vqa_acc"] == perfect["grounding_acc"] == perfect["ocr_acc"] == perfect["chat_acc"] == 1.0
+    assert (
+        perfect["vqa_acc"]
+        == perfect["grounding_acc"]
+        == perfect["grounded_acc"]
+        == perfect["ocr_acc"]
+        == perfect["chat_acc"]
+        == 1.0
+    )
     assert scores(items, ["no" for _ in items])["grounding_acc"] == 0.0
 
 
@@ -45,7 +52,7 @@ def test_evaluate_reports_every_key_with_its_blind_twin(tiny_model, world_shards
     assert set(result["blind"]) == keys | by_type and set(result["samples"]) == keys | by_type
     assert sum(result["samples"][k] for k in by_type) == result["samples"]["vqa_acc"]
     assert all(0 <= result[k] for k in keys) and result["examples"]
-    assert set(result["image_loss"]) == {"caption", "vqa", "ref", "ocr", "chatml"}
+    assert set(result["image_loss"]) == {"caption", "vqa", "grounded_caption", "ref", "ocr", "chatml"}
     assert "vqa_by_question_type" not in result  # only when asked: eval.json keeps its keys
     json.dumps(result)  # eval.json is plain JSON
 

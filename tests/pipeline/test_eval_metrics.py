@@ -4,6 +4,7 @@ from pipeline.eval_metrics import (
     answer_type,
     cider,
     exact_match_accuracy,
+    grounded_caption_accuracy,
     grounding_accuracy,
     iou,
     normalize_answer,
@@ -27,6 +28,20 @@ def test_boxes_are_parsed_from_tags_or_tokens_and_scored_by_iou():
     truth = [(0, 0, 100, 100)] * 3
     predictions = ["<box>(0,0),(100,90)</box>", "<box>(50,50),(150,150)</box>", "a circle"]
     assert grounding_accuracy(predictions, truth) == pytest.approx(1 / 3)  # IoU 0.9, 0.14, no box
+
+
+def test_a_grounded_caption_scores_each_true_phrase_with_its_box():
+    truth = ("<ref>A red circle</ref><box>(0,0),(100,100)</box> left of "
+             "<|object_ref_start|>a blue square<|object_ref_end|><|box_start|>(500,500),(600,600)<|box_end|>.")  # fmt: skip
+    both = "<ref>a red  circle</ref><box>(0,0),(100,90)</box> and <ref>A blue square</ref><box>(500,500),(600,600)</box>"
+    assert grounded_caption_accuracy([both], [truth]) == 1.0  # case, spaces and tag forms aside
+    one_box_off = both.replace("(500,500),(600,600)", "(0,0),(100,100)")
+    assert grounded_caption_accuracy([one_box_off], [truth]) == 0.5
+    wrong_phrase = both.replace("A blue square", "a green square")
+    assert grounded_caption_accuracy([wrong_phrase, "no boxes"], [truth, truth]) == 0.25
+    # a phrase grounded once cannot answer for the same phrase twice
+    twice = "<ref>x</ref><box>(0,0),(10,10)</box> <ref>x</ref><box>(0,0),(10,10)</box>"
+    assert grounded_caption_accuracy(["<ref>x</ref><box>(0,0),(10,10)</box>"], [twice]) == 0.5
 
 
 def test_ocr_counts_each_true_word_once():

@@ -91,7 +91,11 @@ def test_metrics_from_step_1_samples_export_and_wandb(tmp_path, world_shards):
     assert len(samples) == 2 and '"generated"' in samples[0]
 
     scores = json.loads((out / "final" / "eval.json").read_text())  # held-out eval of the export
-    assert {"cider", "vqa_acc", "grounding_acc", "ocr_acc", "chat_acc"} <= set(scores["blind"]) <= set(scores)
+    assert (
+        {"cider", "vqa_acc", "grounded_acc", "grounding_acc", "ocr_acc", "chat_acc"}
+        <= set(scores["blind"])
+        <= set(scores)
+    )
     (row,) = read_metrics(out / "eval.jsonl")
     assert row["step"] == 3 and "eval/vqa_acc" in row and "blind/vqa_acc" in row
     model, tokenizer, exported = QwenVL.from_pretrained(out / "final")

@@ -113,6 +113,14 @@ def test_unusable_dialogues_are_skipped_with_a_reason(fmt, content, has_image, r
     assert e.value.reason == reason
 
 
+def test_an_image_sample_whose_dialogue_has_no_user_turn_is_skipped(fmt):
+    # a bare assistant turn (dropped, as Qwen-VL's preprocess drops an opening one) leaves nowhere for the image
+    messages = [{"role": "system", "content": "s"}, {"role": "assistant", "content": "Red."}]
+    with pytest.raises(Skip) as e:
+        fmt(Record("k", {"messages": messages}, None, True), "chatml", random.Random(0))
+    assert e.value.reason == "bad_dialogue" and "no user turn" in str(e.value)
+
+
 BROKEN = [  # (task, a change that breaks its ground truth)
     ("caption", lambda m: m.update(lang=["en"])),
     ("vqa", lambda m: m["tasks"]["vqa"][0].pop("answer")),

@@ -33,7 +33,7 @@ class Count(Task):
 
 def test_the_registry_names_every_format_and_metric():
     assert list(TASKS) == ["caption", "vqa", "grounded_caption", "ref", "ocr", "text", "chatml"]
-    assert METRICS == {"caption": "cider", "vqa": "vqa_acc", "ref": "grounding_acc", "ocr": "ocr_acc",
+    assert METRICS == {"caption": "cider", "vqa": "vqa_acc", "grounded_caption": "grounded_acc", "ref": "grounding_acc", "ocr": "ocr_acc",
                        "chatml": "chat_acc"}  # fmt: skip
     assert all(name == task.name for name, task in TASKS.items())
 
