@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from data_prep.config import ClipFilter
 from pipeline.config import ConfigError, register_open_clip_configs
 from pipeline.data.shard_format import open_image
+from pipeline.model.stem import install_stem
 
 # an unknown tag, weights of another arch, bytes that are not safetensors
 _LOAD_ERRORS = (RuntimeError, AssertionError, KeyError, SafetensorError)
@@ -70,20 +71,25 @@ class ClipScorer:
         register_open_clip_configs()
         self.cfg = cfg
         self.device = pick_device(cfg.device)
-        threshold, kwargs = cfg.threshold, {}
+        threshold, kwargs, stem = cfg.threshold, {}, ("patch", [])
         pretrained = cfg.pretrained
-        if scorer_dir is not None:  # the synthetic scorer: its own image size and calibrated threshold
+        if scorer_dir is not None:  # the synthetic scorer: its image size, stem and calibrated threshold
             info = info or json.loads((Path(scorer_dir) / "scorer.json").read_text())
             pretrained = str(Path(scorer_dir) / info["weights"])
             kwargs = {"force_image_size": info["image_size"]}
             threshold = info.get("threshold") if threshold is None else threshold
+            stem = (info.get("stem", "patch"), info.get("stem_channels", []))
         if threshold is None:
             raise ConfigError(f"key 'filters.clip.threshold': required with pretrained={cfg.pretrained!r}")
         self.threshold = float(threshold)
         try:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
-                cfg.arch, pretrained=pretrained, image_resize_mode="squash", **kwargs
-            )
+                cfg.arch, pretrained=None if stem[0] == "conv" else pretrained, image_resize_mode="squash",
+                **kwargs,
+            )  # fmt: skip
+            if stem[0] == "conv":  # the weights fit the tower once its stem is in place
+                install_stem(model.visual, *stem)
+                open_clip.load_checkpoint(model, pretrained)
         except _LOAD_ERRORS as e:
             raise ConfigError(
                 f"key 'filters.clip.pretrained': cannot load {pretrained!r} into arch {cfg.arch!r}: {e!r}"

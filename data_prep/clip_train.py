@@ -57,6 +57,12 @@ class ScorerConfig:
     weight_decay: float = 0.1
     warmup: int = 20
     world_seed: int = 12345  # training scenes; the prep's world uses seed 0 by default
+    # the tower as the VLM's stand-in for a pretrained one (the demo's ViT starts from this scorer): a conv stem
+    # in place of the patchify (pipeline.model.stem), and ``dense`` > 0 adds a per-patch loss, each patch token
+    # classifying the shape and the colour of the object over the patch (or background), weighted by it
+    stem: str = "patch"
+    stem_channels: tuple[int, ...] = (16, 32)
+    dense: float = 0.0
     # calibration pairs: precision >= 0.95 at 5% mismatches needs a clean FPR under about 0.25%, which 600 clean
     # pairs (1 pair = 0.17%) cannot measure (dev/LOG.md)
     heldout_clean: int = 4000
@@ -64,13 +70,17 @@ class ScorerConfig:
     prevalence: float = 0.05  # the mismatch rate the threshold is tuned for (the world's default)
 
     def name(self) -> str:
-        digest = hashlib.sha256(json.dumps([VERSION, asdict(self)], sort_keys=True).encode()).hexdigest()
+        settings = asdict(self)
+        if self.stem == "patch" and self.dense == 0:  # trains as before these options: keeps its cached copy
+            for key in ("stem", "stem_channels", "dense"):
+                settings.pop(key)
+        digest = hashlib.sha256(json.dumps([VERSION, settings], sort_keys=True).encode()).hexdigest()
         return f"{self.arch}-{self.steps}steps-{digest[:10]}"
 
 
 def ensure_scorer(clip: ClipFilter) -> Path:
     """The cached scorer folder for these settings, trained first if missing."""
-    cfg = ScorerConfig(arch=clip.arch, steps=clip.train_steps)
+    cfg = ScorerConfig(arch=clip.arch, steps=clip.train_steps, stem=clip.stem, dense=clip.dense)
     out = CACHE / cfg.name()
     if (out / "scorer.json").is_file():
         return out
@@ -78,15 +88,35 @@ def ensure_scorer(clip: ClipFilter) -> Path:
     return train(cfg, out)
 
 
-def _pair(args: tuple[int, int, int, float]) -> tuple[np.ndarray, str, str, str]:
-    """A clean training pair: the rendered image at the scorer's size, its caption, background, swapped caption."""
+def _pair(args: tuple[int, int, int, float, int]) -> tuple[np.ndarray, str, str, str, np.ndarray]:
+    """A clean training pair: the rendered image at the scorer's size, its caption, background, swapped
+    caption, and its patches' labels on a ``grid`` x ``grid`` grid (``patch_labels``)."""
     from data_prep.synthetic.render import render
     from data_prep.synthetic.world import plan_sample
 
-    index, seed, size, zh_rate = args
+    index, seed, size, zh_rate, grid = args
     plan = plan_sample(noise_world(index + 1, 0.0, seed, "train", zh_rate), index)
     image = np.asarray(render(plan.scene).resize((size, size), 3))
-    return image, plan.caption, plan.scene.background, swapped_caption(plan, random.Random(index))
+    caption, swapped = plan.caption, swapped_caption(plan, random.Random(index))
+    return image, caption, plan.scene.background, swapped, patch_labels(plan.scene, grid)
+
+
+def patch_labels(scene, grid: int) -> np.ndarray:
+    """[2, grid, grid] int64: for each patch of the image squashed to a square, the shape and the colour of
+    the topmost object whose box holds the patch's centre, as 1 + its index in ``SHAPES``/``COLOURS``; 0 where
+    only background is. The dense objective's targets: what and where each object is."""
+    from data_prep.synthetic.scene import COLOURS, SHAPES
+
+    shapes, colours = list(SHAPES), list(COLOURS)
+    labels = np.zeros((2, grid, grid), dtype=np.int64)
+    centres = (np.arange(grid) + 0.5) / grid
+    xs, ys = centres * scene.width, centres * scene.height
+    for obj in scene.objects:  # drawn in order: a later object covers an earlier one
+        x1, y1, x2, y2 = obj.box
+        inside = ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+        labels[0][inside] = shapes.index(obj.shape) + 1
+        labels[1][inside] = colours.index(obj.colour) + 1
+    return labels
 
 
 def swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
@@ -111,8 +141,8 @@ def swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
     return caption(other, rng)
 
 
-def _pairs(count: int, seed: int, size: int, zh_rate: float) -> list:
-    return parallel(_pair, [(i, seed, size, zh_rate) for i in range(count)])
+def _pairs(count: int, seed: int, size: int, zh_rate: float, grid: int) -> list:
+    return parallel(_pair, [(i, seed, size, zh_rate, grid) for i in range(count)])
 
 
 def parallel(fn, items: list) -> list:
@@ -147,21 +177,30 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
     from safetensors.torch import save_file
 
     from data_prep.clip_score import encode_text
+    from data_prep.synthetic.scene import COLOURS, SHAPES
+    from pipeline.model.stem import install_stem
 
     start = time.perf_counter()
-    rows = _pairs(cfg.pairs, cfg.world_seed, cfg.image_size, cfg.zh_rate)
+    torch.manual_seed(0)
+    model = open_clip.create_model(cfg.arch, force_image_size=cfg.image_size)
+    install_stem(model.visual, cfg.stem, list(cfg.stem_channels))
+    grid = model.visual.grid_size[0]
+    rows = _pairs(cfg.pairs, cfg.world_seed, cfg.image_size, cfg.zh_rate, grid)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(np.stack([r[4] for r in rows]))  # [N, 2, grid, grid]
     tokenizer = open_clip.get_tokenizer(cfg.arch)
     texts = tokenizer([r[1] for r in rows])
     swapped = tokenizer([r[3] for r in rows])
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(r[2], []).append(i)
-    torch.manual_seed(0)
     rng = random.Random(0)
-    model = open_clip.create_model(cfg.arch, force_image_size=cfg.image_size)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    # the dense head reads the patch tokens the VLM's resampler reads (after ln_post, before the projection)
+    head = torch.nn.Linear(model.visual.transformer.width, len(SHAPES) + 1 + len(COLOURS) + 1)
+    model.visual.output_tokens = cfg.dense > 0
+    params = [*model.named_parameters(), *(("dense_head." + n, p) for n, p in head.named_parameters())]
+    decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
@@ -177,7 +216,13 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         pool = groups[rng.choice(sorted(groups))] if rng.random() < cfg.grouped else range(len(rows))
         idx = rng.sample(pool, min(cfg.batch_size, len(pool)))
         pixels = normalise(images[idx])
-        image_features = model.encode_image(pixels, normalize=True)
+        dense = torch.zeros(())
+        if cfg.dense > 0:
+            pooled, tokens = model.visual(pixels)
+            image_features = F.normalize(pooled, dim=-1)
+            dense = cfg.dense * dense_loss(head(tokens), labels[idx], len(SHAPES) + 1)
+        else:
+            image_features = model.encode_image(pixels, normalize=True)
         if cfg.hard_negatives:  # image -> text over the batch's captions and their swapped versions
             text_features = encode_text(model, torch.cat([texts[idx], swapped[idx]]))
             logits = model.logit_scale.exp() * image_features @ text_features.T
@@ -185,11 +230,14 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(idx)].T, labels)) / 2
         else:
             loss = loss_fn(image_features, encode_text(model, texts[idx]), model.logit_scale.exp())
-        loss.backward()
+        (loss + dense).backward()
         opt.step()
         opt.zero_grad()
         if step % 20 == 0 or step == cfg.steps - 1:
-            log.info("clip scorer step %d/%d loss %.3f", step + 1, cfg.steps, loss.item())
+            log.info(
+                "clip scorer step %d/%d loss %.3f dense %.3f", step + 1, cfg.steps, loss.item(), float(dense)
+            )
+    model.visual.output_tokens = False
     train_seconds = time.perf_counter() - start - data_seconds
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
@@ -198,6 +246,8 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         "arch": cfg.arch,
         "weights": "model.safetensors",
         "image_size": cfg.image_size,
+        "stem": cfg.stem,
+        "stem_channels": list(cfg.stem_channels),
         "threshold": calibration.pop("threshold"),
         "calibration": calibration,
         "train": {
@@ -211,6 +261,18 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
     tmp.replace(out / "scorer.json")  # written last: a folder with scorer.json is complete
     log.info("clip scorer ready in %.0f s: %s", time.perf_counter() - start, json.dumps(info["calibration"]))
     return out
+
+
+def dense_loss(logits, labels, shapes: int):
+    """Cross-entropy of each patch token's shape and colour logits ([B, grid^2, shapes + colours]) against
+    ``patch_labels`` ([B, 2, grid, grid]), the two averaged."""
+    import torch.nn.functional as F
+
+    shape_logits, colour_logits = logits[..., :shapes], logits[..., shapes:]
+    return (
+        F.cross_entropy(shape_logits.flatten(0, 1), labels[:, 0].flatten())
+        + F.cross_entropy(colour_logits.flatten(0, 1), labels[:, 1].flatten())
+    ) / 2
 
 
 def normalise(images):
@@ -259,7 +321,8 @@ def calibrate(out: Path, cfg: ScorerConfig) -> dict:
 
     scorer = ClipScorer(
         ClipFilter(arch=cfg.arch, threshold=0.0, device="cpu"), out,
-        info={"weights": "model.safetensors", "image_size": cfg.image_size},
+        info={"weights": "model.safetensors", "image_size": cfg.image_size, "stem": cfg.stem,
+              "stem_channels": list(cfg.stem_channels)},
     )  # fmt: skip
     clean = scorer.score(*scored_pairs(noise_world(cfg.heldout_clean, 0.0)))
     bad = scorer.score(*scored_pairs(noise_world(cfg.heldout_mismatched, 1.0)))

@@ -59,6 +59,10 @@ class ClipFilter:
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 1  # scoring actors (one model each; one GPU each when GPUs are present)
     train_steps: int = 700  # synthetic scorer: steps of batch 128, about 0.9 s each on 2 cores
+    # synthetic scorer as the demo's vision stand-in (data_prep.clip_train.ScorerConfig): patch | conv stem,
+    # and the weight of its per-patch shape and colour loss (0: contrastive alone)
+    stem: str = "patch"
+    dense: float = 0.0
 
 
 @dataclass

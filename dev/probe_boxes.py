@@ -111,7 +111,8 @@ def load(folder: str):
     the "resampler" rows then repeat the ViT's)."""
     if (Path(folder) / "scorer.json").is_file():
         info = json.loads((Path(folder) / "scorer.json").read_text())
-        vision = VisionConfig(info["arch"], str(Path(folder) / info["weights"]))
+        vision = VisionConfig(info["arch"], str(Path(folder) / info["weights"]), info.get("stem", "patch"),
+                              info.get("stem_channels", [16, 32]))  # fmt: skip
         tower = build_vision_tower(vision, info["image_size"]).eval()
         return SimpleNamespace(vision=tower, adapter=lambda x: x), image_transform(vision, info["image_size"])
     model, _, cfg = QwenVL.from_pretrained(folder)

@@ -121,10 +121,11 @@ def _shards(folder: str) -> str:
     return json.loads((Path(folder) / "summary.json").read_text())["shard_pattern"]
 
 
-def scorer_weights(cfg: DemoConfig, stage: str) -> Path:
+def scorer_tower(cfg: DemoConfig, stage: str) -> tuple[Path, list[str]]:
     """The prep's CLIP scorer as the vision tower of ``stage`` (the chain's first): its weights, once its
-    architecture is checked against the stage's ``model.vision.arch``; its resolution (``scorer.json``) is the
-    one the stage should train at, and a stage at another is told that its position embedding is resized."""
+    architecture is checked against the stage's ``model.vision.arch``, and the ``model.vision`` overrides of
+    its stem, which every stage of the chain builds; its resolution (``scorer.json``) is the one the stage
+    should train at, and a stage at another is told that its position embedding is resized."""
     scorer = json.loads((Path(cfg.data) / "summary.json").read_text())["clip"].get("scorer")
     if not scorer:
         raise ConfigError(f"key 'vision_init': {cfg.data}/summary.json names no CLIP scorer (re-run `make prep` "
@@ -137,7 +138,12 @@ def scorer_weights(cfg: DemoConfig, stage: str) -> Path:
     if tower.data.image_size != info["image_size"]:
         print(f"[demo] {stage} trains at {tower.data.image_size} px, the scorer at {info['image_size']}: "
               "its position embedding is interpolated", flush=True)  # fmt: skip
-    return Path(scorer) / info["weights"]
+    stem = info.get("stem", "patch")
+    channels = ",".join(str(c) for c in info.get("stem_channels", []))
+    stem_overrides = [f"model.vision.stem={stem}"] + (
+        [f"model.vision.stem_channels=[{channels}]"] if channels else []
+    )
+    return Path(scorer) / info["weights"], stem_overrides
 
 
 def stage_command(cfg: DemoConfig, stage: str, overrides: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -193,12 +199,13 @@ def run(cfg: DemoConfig) -> dict:
     heldout = _shards(cfg.heldout)
     evaluation = [f"eval.shards={heldout}", f"eval.limit={cfg.eval_limit}"]
     shards = f"data.shards={_shards(cfg.data)}"
+    weights, stem = scorer_tower(cfg, chain[0]) if cfg.vision_init == "scorer" else (None, [])
     for before, stage in zip([None, *chain], chain, strict=False):
-        extra = [shards, *evaluation]
+        extra = [shards, *evaluation, *stem]
         if before is not None:  # stages 2 and 3 default to this; stage 1 starts fresh unless chained
             extra.append(f"train.init_from={out / before / 'final'}")
-        if stage == chain[0] and cfg.vision_init == "scorer":  # the first stage builds the model
-            extra.append(f"model.vision.pretrained={scorer_weights(cfg, stage)}")
+        if stage == chain[0] and weights is not None:  # the first stage builds the model
+            extra.append(f"model.vision.pretrained={weights}")
         command, env = stage_command(cfg, stage, [*extra, *overrides[stage]])
         final = out / stage / "final"
         phases(stage, lambda f=final: (f / "eval.json").is_file(),

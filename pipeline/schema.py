@@ -38,6 +38,15 @@ def _check(ok: bool, key: str, message: str) -> None:
 class VisionConfig:
     arch: str = TINY_TOWER  # open_clip architecture; configs/model/open_clip/*.json are registered too
     pretrained: str | None = None  # open_clip pretrained tag or a local checkpoint file; None = random init
+    # patch: the ViT's patchify; conv: early 3x3 convolutions in its place (the same token grid), which learn
+    # shapes from far fewer images than a patchify does
+    stem: str = "patch"
+    stem_channels: list[int] = field(default_factory=lambda: [32, 64])  # the conv stem's 3x3 layers
+
+    def __post_init__(self) -> None:
+        _check(self.stem in ("patch", "conv"), "model.vision.stem", "choose from ('patch', 'conv')")
+        _check(bool(self.stem_channels) and all(c > 0 for c in self.stem_channels), "model.vision.stem_channels",
+               "one or more positive channel counts")  # fmt: skip
 
 
 @dataclass

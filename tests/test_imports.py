@@ -15,8 +15,14 @@ ALLOWED = {  # package -> the project packages (or modules) it may import
     "launch": ("stages", "pipeline", "data_prep"),
     "stages": ("pipeline",),
     "pipeline": (),
-    # the config loader, the shard format, and the safe readers of the datasets' own files (REFER's pickles)
-    "data_prep": ("pipeline.config", "pipeline.data.shard_format", "pipeline.data.dataset_files"),
+    # the config loader, the shard format, the safe readers of the datasets' own files (REFER's pickles), and
+    # the ViT's conv stem (the synthetic scorer and the demo's vision tower are one network)
+    "data_prep": (
+        "pipeline.config",
+        "pipeline.data.shard_format",
+        "pipeline.data.dataset_files",
+        "pipeline.model.stem",
+    ),  # fmt: skip
     "bench": ("stages", "pipeline", "data_prep"),
     "dev": ("bench", "launch", "stages", "pipeline", "data_prep"),
 }

@@ -39,36 +39,85 @@ META_KEYS = {
 }  # the task's ground truth in a world sample's tasks
 
 
-def one_task_samples(num: int, task: str, seed: int = 0, one_each: bool = False) -> list[dict]:
+def one_task_samples(num: int, task: str, seed: int = 0) -> list[dict]:
     """``num`` world images with one task's ground truth each, as real datasets come: ``caption`` (LAION-like:
     the caption alone) or one of the metadata tasks (``ref``: RefCOCO-like, no caption). Images without the
-    task (OCR: those without words) are passed over. ``one_each``: one record of a list, drawn with ``seed``
-    (one question or expression per sample, as VQAv2's and RefCOCO's importers write them)."""
+    task (OCR: those without words) are passed over."""
     samples: list[dict] = []
-    batch, rng = num, random.Random(seed)
+    pool = num
     while len(samples) < num:
         samples = []
-        for sample in world_samples(batch, 0, seed):
+        for sample in world_samples(pool, 0, seed):
             meta = json.loads(sample["json"])
-            truth = meta.pop("tasks", {}).get(META_KEYS.get(task, task))
+            key = META_KEYS.get(task, task)
+            truth = meta.pop("tasks", {}).get(key)
             if not truth:
                 continue
             if task != "caption":
                 meta.pop("caption", None)
                 sample.pop("txt", None)
-                meta["tasks"] = {
-                    META_KEYS.get(task, task): [rng.choice(truth)]
-                    if one_each and isinstance(truth, list)
-                    else truth
-                }
+                meta["tasks"] = {key: truth}
             sample["json"] = json.dumps(meta).encode()
             samples.append(sample)
-        batch *= 2
+        pool *= 2
     return samples[:num]
 
 
-def one_task_shards(
-    out: Path, num: int, task: str, per_shard: int, seed: int = 0, one_each: bool = False
-) -> str:
+def same_question_samples(num: int, task: str, per_question: int = 4, seed: int = 0) -> list[dict]:
+    """``num`` world images, one ``vqa`` question or ``ref`` expression each, in groups of ``per_question``
+    that ask the same thing and differ in the answer (another answer; a box at IoU < 0.5 with the others), so
+    that the text alone cannot tell them apart: a model answers them only from the image. ``chatml``: the VQA
+    groups as one-turn dialogues (the image and the question from the user, the answer from the assistant)."""
+    source = "vqa" if task == "chatml" else task
+    text_key, answer_key = {"vqa": ("question", "answer"), "ref": ("expression", "box")}[source]
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    done: list[list[tuple[dict, dict]]] = []
+    pool = 0
+    while len(done) * per_question < num:
+        pool += 4 * num
+        groups, done = {}, []
+        for sample in world_samples(pool, 0, seed):
+            records = json.loads(sample["json"]).get("tasks", {}).get(source) or []
+            for record in records:
+                group = groups.setdefault(record[text_key], [])
+                if len(group) < per_question and all(
+                    _differ(source, record[answer_key], r[answer_key]) for _, r in group
+                ):
+                    group.append((sample, record))
+                    if len(group) == per_question:
+                        done.append(group)
+                    break  # one record per image
+            if len(done) * per_question >= num:
+                break
+    samples = []
+    for sample, record in (pair for group in done for pair in group):
+        meta = json.loads(sample["json"])
+        meta.pop("caption", None)
+        meta["tasks"] = {task: [record]} if task != "chatml" else {"dialogue": _one_turn(record)}
+        sample.pop("txt", None)
+        sample["json"] = json.dumps(meta).encode()
+        samples.append(sample)
+    random.Random(seed).shuffle(samples)
+    return samples[:num]
+
+
+def _one_turn(qa: dict) -> list[dict]:
+    return [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": qa["question"]}]},
+        {"role": "assistant", "content": qa["answer"].capitalize() + "."},
+    ]
+
+
+def _differ(task: str, a, b) -> bool:
+    if task == "vqa":
+        return a != b
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0, width) * max(0, height)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter < 0.5 * union
+
+
+def one_task_shards(out: Path, num: int, task: str, per_shard: int, seed: int = 0) -> str:
     """``one_task_samples`` written as shards; returns their brace pattern."""
-    return write_shards(one_task_samples(num, task, seed, one_each), out, per_shard)
+    return write_shards(one_task_samples(num, task, seed), out, per_shard)

@@ -50,6 +50,7 @@ class FlopModel:
     vit_layers: int
     vit_width: int
     patches: int  # tokens per image in the ViT (grid + class token)
+    stem_flops: int  # forward FLOPs per image of a convolutional stem (0: a patchify, counted per patch)
     adapter_flops: int  # forward FLOPs of the resampler per image
     llm_params: int
     llm_layers: int
@@ -63,6 +64,7 @@ class FlopModel:
         patches = grid + (1 if getattr(vision, "class_embedding", None) is not None else 0)
         width = vision.transformer.width
         dim, queries = adapter.query.shape[1], adapter.query.shape[0]
+        stem = getattr(vision.conv1, "forward_flops", None)  # a ConvStem runs at more positions than patches
         kv_dim = adapter.kv_proj.in_features if isinstance(adapter.kv_proj, nn.Linear) else dim
         # kv projection, q/k/v/out projections, scores and values, output projection
         adapter_flops = 2 * (
@@ -76,10 +78,11 @@ class FlopModel:
             upstream = upstream or learns
         config = llm.config
         return cls(
-            vit_params=matrix_params(vision),
+            vit_params=matrix_params(vision) - (matrix_params(vision.conv1) if stem else 0),
             vit_layers=vision.transformer.layers,
             vit_width=width,
             patches=patches,
+            stem_flops=stem(tuple(vision.image_size)) if stem else 0,
             adapter_flops=adapter_flops,
             llm_params=matrix_params(llm) + _tied_head(llm),
             llm_layers=config.num_hidden_layers,
@@ -89,10 +92,9 @@ class FlopModel:
 
     def batch(self, images: int, lengths: torch.Tensor) -> float:
         """Training FLOPs of a micro-batch with ``images`` encoded images and these sequence lengths."""
-        vit = (
-            images
-            * self.patches
-            * (2 * self.vit_params + 4 * self.vit_layers * self.vit_width * self.patches)
+        vit = images * (
+            self.stem_flops
+            + self.patches * (2 * self.vit_params + 4 * self.vit_layers * self.vit_width * self.patches)
         )
         adapter = images * self.adapter_flops
         tokens = float(lengths.sum())

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision import transforms
 
 from pipeline.config import ConfigError, register_open_clip_configs
+from pipeline.model.stem import install_stem
 from pipeline.schema import PIXELS, VisionConfig
 
 
@@ -18,22 +19,30 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
     """open_clip's image tower at ``image_size``; ``forward`` returns (pooled, patch tokens [B, grid^2, width]).
 
     Pretrained weights come from an open_clip tag or a local checkpoint file; a checkpoint made at another
-    resolution has its position embedding interpolated by open_clip on load.
+    resolution has its position embedding interpolated by open_clip on load. ``stem: conv`` puts a
+    ``ConvStem`` (``pipeline.model.stem``) in the place of the patchify; its weights then come from a
+    checkpoint of a tower with the same stem.
     """
     register_open_clip_configs()
     if cfg.arch not in open_clip.list_models():
         raise ConfigError(f"key 'model.vision.arch': unknown open_clip architecture {cfg.arch!r}")
     if cfg.pretrained and Path(cfg.pretrained).suffix and not Path(cfg.pretrained).is_file():
         raise ConfigError(f"key 'model.vision.pretrained': checkpoint file not found: {cfg.pretrained}")
+    conv = cfg.stem == "conv"
     try:
         clip = open_clip.create_model(
-            cfg.arch, pretrained=cfg.pretrained, force_image_size=image_size, device=device
+            cfg.arch, pretrained=None if conv else cfg.pretrained, force_image_size=image_size, device=device
         )
-    except RuntimeError as e:  # open_clip says "Pretrained weights (...) not found for model ..."
+        visual = install_stem(clip.visual, cfg.stem, cfg.stem_channels)
+        if conv and cfg.pretrained:
+            open_clip.load_checkpoint(clip, cfg.pretrained)
+    except RuntimeError as e:  # "Pretrained weights (...) not found", or a checkpoint of another stem
         raise ConfigError(
-            f"key 'model.vision.pretrained': cannot load {cfg.pretrained!r} for {cfg.arch}: {e}"
+            f"key 'model.vision.pretrained': cannot load {cfg.pretrained!r} for {cfg.arch} "
+            f"(model.vision.stem={cfg.stem}): {e}"
         ) from None
-    visual = clip.visual
+    except ValueError as e:  # a patch size the stem cannot make
+        raise ConfigError(f"key 'model.vision.stem': {e}") from None
     visual.output_tokens = True
     visual.proj = None  # CLIP's pooled-embedding head: the resampler reads the patch tokens, never the pool
     return visual

@@ -51,3 +51,39 @@ def test_training_is_reproducible_and_gives_a_loadable_scorer_calibrated_on_what
     assert main(["--errors", str(first), "--clean", "10", "--mismatched", "10", "--top", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["clean"] == 10
     assert main(["stepz=3"]) == 2 and "stepz" in capsys.readouterr().err  # settings go through load_config
+
+
+def test_patch_labels_give_each_patch_the_object_over_it():
+    from data_prep.clip_train import patch_labels
+    from data_prep.synthetic.scene import COLOURS, SHAPES, Obj, Scene
+
+    # 200 x 100 px squashed to a 4 x 4 grid: patch centres at x = 25, 75, 125, 175 and y = 12.5, 37.5, ...
+    left = Obj("circle", "red", "large", (0, 0, 100, 100))
+    over = Obj("star", "blue", "small", (50, 25, 100, 50))  # drawn later: on top of the circle
+    labels = patch_labels(Scene(200, 100, "beige", "plain", [left, over]), 4)
+    circle, star = list(SHAPES).index("circle") + 1, list(SHAPES).index("star") + 1
+    red, blue = list(COLOURS).index("red") + 1, list(COLOURS).index("blue") + 1
+    assert labels.shape == (2, 4, 4) and (labels[:, :, 2:] == 0).all()  # the right half is background
+    assert labels[0, 1, 1] == star and labels[1, 1, 1] == blue
+    assert (labels[0, :, :2].sum() == 7 * circle + star) and labels[1, 0, 0] == red
+
+
+def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_tower(tmp_path):
+    from pipeline.model.stem import ConvStem
+    from pipeline.model.vision import build_vision_tower
+    from pipeline.schema import VisionConfig
+
+    cfg = ScorerConfig(steps=3, pairs=64, batch_size=16, heldout_clean=20, heldout_mismatched=10, warmup=1,
+                       stem="conv", stem_channels=(4, 8), dense=1.0)  # fmt: skip
+    out = train(cfg, tmp_path / "s")
+    info = json.loads((out / "scorer.json").read_text())
+    assert info["stem"] == "conv" and info["stem_channels"] == [4, 8]
+    weights = load_file(out / "model.safetensors")
+    assert "visual.conv1.0.weight" in weights and not any(k.startswith("dense_head") for k in weights)
+    scorer = ClipScorer(ClipFilter(arch=cfg.arch, pretrained="synthetic"), out)
+    assert isinstance(scorer.model.visual.conv1, ConvStem)
+    assert torch.equal(scorer.model.visual.conv1[0].weight, weights["visual.conv1.0.weight"])
+    tower = build_vision_tower(VisionConfig(cfg.arch, str(out / info["weights"]), "conv", [4, 8]), 224)
+    assert torch.equal(tower.conv1[2].weight, weights["visual.conv1.2.weight"])  # the stem's last conv
+    assert cfg.name() != ScorerConfig(steps=3, pairs=64, batch_size=16, heldout_clean=20, heldout_mismatched=10,
+                                      warmup=1).name()  # fmt: skip

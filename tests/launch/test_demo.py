@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from launch.demo import STAGES, DemoConfig, scorer_weights
+from launch.demo import STAGES, DemoConfig, scorer_tower
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import StageConfig
@@ -105,12 +105,12 @@ def test_the_scorer_becomes_the_tower_only_if_its_architecture_is_the_stages(tmp
                                                     "image_size": 112}))  # fmt: skip
     (tmp_path / "summary.json").write_text(json.dumps({"clip": {"scorer": str(scorer)}}))
     cfg = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", [f"data={tmp_path}"])
-    assert scorer_weights(cfg, "stage0") == scorer / "model.safetensors"
+    assert scorer_tower(cfg, "stage0") == (scorer / "model.safetensors", ["model.vision.stem=patch"])
     assert "interpolated" not in capsys.readouterr().out  # stage 0 trains at the scorer's 112 px
     wider = load_config(
         DemoConfig, CONFIG_ROOT / "demo.yaml", [f"data={tmp_path}", "stages.stage0.data.image_size=224"]
     )
-    scorer_weights(wider, "stage0")
+    scorer_tower(wider, "stage0")
     assert "224 px, the scorer at 112" in capsys.readouterr().out
     other = load_config(
         DemoConfig,
@@ -120,4 +120,8 @@ def test_the_scorer_becomes_the_tower_only_if_its_architecture_is_the_stages(tmp
     with pytest.raises(
         ConfigError, match="scorer .* is a tiny-ViT-14, but stage0's model.vision.arch is ViT-B-32"
     ):
-        scorer_weights(other, "stage0")
+        scorer_tower(other, "stage0")
+    # a conv-stem scorer: every stage builds its stem
+    (scorer / "scorer.json").write_text(json.dumps({"arch": "tiny-ViT-14", "weights": "model.safetensors",
+                                                    "image_size": 112, "stem": "conv", "stem_channels": [16, 32]}))  # fmt: skip
+    assert scorer_tower(cfg, "stage0")[1] == ["model.vision.stem=conv", "model.vision.stem_channels=[16,32]"]
