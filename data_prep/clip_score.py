@@ -71,14 +71,14 @@ class ClipScorer:
         register_open_clip_configs()
         self.cfg = cfg
         self.device = pick_device(cfg.device)
-        threshold, kwargs, stem = cfg.threshold, {}, ("patch", [])
+        threshold, kwargs, stem = cfg.threshold, {}, ("patch", [], 0)
         pretrained = cfg.pretrained
         if scorer_dir is not None:  # the synthetic scorer: its image size, stem and calibrated threshold
             info = info or json.loads((Path(scorer_dir) / "scorer.json").read_text())
             pretrained = str(Path(scorer_dir) / info["weights"])
             kwargs = {"force_image_size": info["image_size"]}
             threshold = info.get("threshold") if threshold is None else threshold
-            stem = (info.get("stem", "patch"), info.get("stem_channels", []))
+            stem = (info.get("stem", "patch"), info.get("stem_channels", []), info.get("stem_grid_layers", 0))
         if threshold is None:
             raise ConfigError(f"key 'filters.clip.threshold': required with pretrained={cfg.pretrained!r}")
         self.threshold = float(threshold)

@@ -62,6 +62,7 @@ class ScorerConfig:
     # classifying the shape and the colour of the object over the patch (or background), weighted by it
     stem: str = "patch"
     stem_channels: tuple[int, ...] = (16, 32)
+    stem_grid_layers: int = 2
     dense: float = 0.0
     # calibration pairs: precision >= 0.95 at 5% mismatches needs a clean FPR under about 0.25%, which 600 clean
     # pairs (1 pair = 0.17%) cannot measure (dev/LOG.md)
@@ -72,7 +73,7 @@ class ScorerConfig:
     def name(self) -> str:
         settings = asdict(self)
         if self.stem == "patch" and self.dense == 0:  # trains as before these options: keeps its cached copy
-            for key in ("stem", "stem_channels", "dense"):
+            for key in ("stem", "stem_channels", "stem_grid_layers", "dense"):
                 settings.pop(key)
         digest = hashlib.sha256(json.dumps([VERSION, settings], sort_keys=True).encode()).hexdigest()
         return f"{self.arch}-{self.steps}steps-{digest[:10]}"
@@ -103,8 +104,9 @@ def _pair(args: tuple[int, int, int, float, int]) -> tuple[np.ndarray, str, str,
 
 def patch_labels(scene, grid: int) -> np.ndarray:
     """[2, grid, grid] int64: for each patch of the image squashed to a square, the shape and the colour of
-    the topmost object whose box holds the patch's centre, as 1 + its index in ``SHAPES``/``COLOURS``; 0 where
-    only background is. The dense objective's targets: what and where each object is."""
+    the topmost object whose box holds the patch's centre (an object smaller than that gets the patch of its
+    own centre), as 1 + its index in ``SHAPES``/``COLOURS``; 0 where only background is. The dense
+    objective's targets: what and where each object is."""
     from data_prep.synthetic.scene import COLOURS, SHAPES
 
     shapes, colours = list(SHAPES), list(COLOURS)
@@ -114,6 +116,11 @@ def patch_labels(scene, grid: int) -> np.ndarray:
     for obj in scene.objects:  # drawn in order: a later object covers an earlier one
         x1, y1, x2, y2 = obj.box
         inside = ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+        if not inside.any():
+            cx, cy = obj.centre
+            inside[
+                min(int(cy / scene.height * grid), grid - 1), min(int(cx / scene.width * grid), grid - 1)
+            ] = True
         labels[0][inside] = shapes.index(obj.shape) + 1
         labels[1][inside] = colours.index(obj.colour) + 1
     return labels
@@ -183,7 +190,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
     start = time.perf_counter()
     torch.manual_seed(0)
     model = open_clip.create_model(cfg.arch, force_image_size=cfg.image_size)
-    install_stem(model.visual, cfg.stem, list(cfg.stem_channels))
+    install_stem(model.visual, cfg.stem, list(cfg.stem_channels), cfg.stem_grid_layers)
     grid = model.visual.grid_size[0]
     rows = _pairs(cfg.pairs, cfg.world_seed, cfg.image_size, cfg.zh_rate, grid)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
@@ -196,7 +203,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         groups.setdefault(r[2], []).append(i)
     rng = random.Random(0)
     # the dense head reads the patch tokens the VLM's resampler reads (after ln_post, before the projection)
-    head = torch.nn.Linear(model.visual.transformer.width, len(SHAPES) + 1 + len(COLOURS) + 1)
+    head = torch.nn.Linear(model.visual.transformer.width, len(SHAPES) + len(COLOURS) + 1)
     model.visual.output_tokens = cfg.dense > 0
     params = [*model.named_parameters(), *(("dense_head." + n, p) for n, p in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
@@ -220,7 +227,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         if cfg.dense > 0:
             pooled, tokens = model.visual(pixels)
             image_features = F.normalize(pooled, dim=-1)
-            dense = cfg.dense * dense_loss(head(tokens), labels[idx], len(SHAPES) + 1)
+            dense = cfg.dense * dense_loss(head(tokens), labels[idx], len(SHAPES))
         else:
             image_features = model.encode_image(pixels, normalize=True)
         if cfg.hard_negatives:  # image -> text over the batch's captions and their swapped versions
@@ -248,6 +255,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         "image_size": cfg.image_size,
         "stem": cfg.stem,
         "stem_channels": list(cfg.stem_channels),
+        "stem_grid_layers": cfg.stem_grid_layers,
         "threshold": calibration.pop("threshold"),
         "calibration": calibration,
         "train": {
@@ -264,15 +272,22 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
 
 
 def dense_loss(logits, labels, shapes: int):
-    """Cross-entropy of each patch token's shape and colour logits ([B, grid^2, shapes + colours]) against
-    ``patch_labels`` ([B, 2, grid, grid]), the two averaged."""
+    """The per-patch loss on the patch tokens' logits ([B, grid^2, shapes + colours + 1]) against
+    ``patch_labels`` ([B, 2, grid, grid]): object or background on every patch (the last logit), and the
+    shape and the colour of the object on the patches one covers. Background patches outnumber object
+    patches about 10 to 1, so that a loss over every patch learns where objects are, and their colours, but
+    hardly their shapes (dev/LOG.md)."""
+    import torch
     import torch.nn.functional as F
 
-    shape_logits, colour_logits = logits[..., :shapes], logits[..., shapes:]
-    return (
-        F.cross_entropy(shape_logits.flatten(0, 1), labels[:, 0].flatten())
-        + F.cross_entropy(colour_logits.flatten(0, 1), labels[:, 1].flatten())
-    ) / 2
+    target = labels.flatten(2).transpose(1, 2)  # [B, grid^2, 2]
+    on = target[..., 0] > 0
+    loss = F.binary_cross_entropy_with_logits(logits[..., -1], on.float())
+    if on.any():
+        picked = logits[on]
+        loss = loss + F.cross_entropy(picked[:, :shapes], target[..., 0][on] - 1)
+        loss = loss + F.cross_entropy(picked[:, shapes:-1], target[..., 1][on] - 1)
+    return loss if torch.is_tensor(loss) else torch.as_tensor(loss)
 
 
 def normalise(images):
@@ -322,7 +337,7 @@ def calibrate(out: Path, cfg: ScorerConfig) -> dict:
     scorer = ClipScorer(
         ClipFilter(arch=cfg.arch, threshold=0.0, device="cpu"), out,
         info={"weights": "model.safetensors", "image_size": cfg.image_size, "stem": cfg.stem,
-              "stem_channels": list(cfg.stem_channels)},
+              "stem_channels": list(cfg.stem_channels), "stem_grid_layers": cfg.stem_grid_layers},
     )  # fmt: skip
     clean = scorer.score(*scored_pairs(noise_world(cfg.heldout_clean, 0.0)))
     bad = scorer.score(*scored_pairs(noise_world(cfg.heldout_mismatched, 1.0)))

@@ -112,7 +112,7 @@ def load(folder: str):
     if (Path(folder) / "scorer.json").is_file():
         info = json.loads((Path(folder) / "scorer.json").read_text())
         vision = VisionConfig(info["arch"], str(Path(folder) / info["weights"]), info.get("stem", "patch"),
-                              info.get("stem_channels", [16, 32]))  # fmt: skip
+                              info.get("stem_channels", [16, 32]), info.get("stem_grid_layers", 0))  # fmt: skip
         tower = build_vision_tower(vision, info["image_size"]).eval()
         return SimpleNamespace(vision=tower, adapter=lambda x: x), image_transform(vision, info["image_size"])
     model, _, cfg = QwenVL.from_pretrained(folder)

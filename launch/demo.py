@@ -138,12 +138,14 @@ def scorer_tower(cfg: DemoConfig, stage: str) -> tuple[Path, list[str]]:
     if tower.data.image_size != info["image_size"]:
         print(f"[demo] {stage} trains at {tower.data.image_size} px, the scorer at {info['image_size']}: "
               "its position embedding is interpolated", flush=True)  # fmt: skip
-    stem = info.get("stem", "patch")
-    channels = ",".join(str(c) for c in info.get("stem_channels", []))
-    stem_overrides = [f"model.vision.stem={stem}"] + (
-        [f"model.vision.stem_channels=[{channels}]"] if channels else []
-    )
-    return Path(scorer) / info["weights"], stem_overrides
+    stem = [f"model.vision.stem={info.get('stem', 'patch')}"]
+    if info.get("stem") == "conv":
+        channels = ",".join(str(c) for c in info["stem_channels"])
+        stem += [
+            f"model.vision.stem_channels=[{channels}]",
+            f"model.vision.stem_grid_layers={info['stem_grid_layers']}",
+        ]
+    return Path(scorer) / info["weights"], stem
 
 
 def stage_command(cfg: DemoConfig, stage: str, overrides: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -41,12 +41,14 @@ class VisionConfig:
     # patch: the ViT's patchify; conv: early 3x3 convolutions in its place (the same token grid), which learn
     # shapes from far fewer images than a patchify does
     stem: str = "patch"
-    stem_channels: list[int] = field(default_factory=lambda: [32, 64])  # the conv stem's 3x3 layers
+    stem_channels: list[int] = field(default_factory=lambda: [16, 32])  # the conv stem's 3x3 layers
+    stem_grid_layers: int = 2  # then 3x3 convolutions over the token grid
 
     def __post_init__(self) -> None:
         _check(self.stem in ("patch", "conv"), "model.vision.stem", "choose from ('patch', 'conv')")
         _check(bool(self.stem_channels) and all(c > 0 for c in self.stem_channels), "model.vision.stem_channels",
                "one or more positive channel counts")  # fmt: skip
+        _check(self.stem_grid_layers >= 0, "model.vision.stem_grid_layers", "must be >= 0")
 
 
 @dataclass

@@ -33,7 +33,7 @@ def build_vision_tower(cfg: VisionConfig, image_size: int, device: str | torch.d
         clip = open_clip.create_model(
             cfg.arch, pretrained=None if conv else cfg.pretrained, force_image_size=image_size, device=device
         )
-        visual = install_stem(clip.visual, cfg.stem, cfg.stem_channels)
+        visual = install_stem(clip.visual, cfg.stem, cfg.stem_channels, cfg.stem_grid_layers)
         if conv and cfg.pretrained:
             open_clip.load_checkpoint(clip, cfg.pretrained)
     except RuntimeError as e:  # "Pretrained weights (...) not found", or a checkpoint of another stem

@@ -66,6 +66,10 @@ def test_patch_labels_give_each_patch_the_object_over_it():
     assert labels.shape == (2, 4, 4) and (labels[:, :, 2:] == 0).all()  # the right half is background
     assert labels[0, 1, 1] == star and labels[1, 1, 1] == blue
     assert (labels[0, :, :2].sum() == 7 * circle + star) and labels[1, 0, 0] == red
+    # an object between patch centres still marks the patch of its own centre
+    tiny = Obj("star", "blue", "small", (140, 60, 146, 66))
+    labels = patch_labels(Scene(200, 100, "beige", "plain", [tiny]), 4)
+    assert labels[0].sum() == star and labels[0, 2, 2] == star
 
 
 def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_tower(tmp_path):
@@ -77,13 +81,13 @@ def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_t
                        stem="conv", stem_channels=(4, 8), dense=1.0)  # fmt: skip
     out = train(cfg, tmp_path / "s")
     info = json.loads((out / "scorer.json").read_text())
-    assert info["stem"] == "conv" and info["stem_channels"] == [4, 8]
+    assert info["stem"] == "conv" and info["stem_channels"] == [4, 8] and info["stem_grid_layers"] == 2
     weights = load_file(out / "model.safetensors")
     assert "visual.conv1.0.weight" in weights and not any(k.startswith("dense_head") for k in weights)
     scorer = ClipScorer(ClipFilter(arch=cfg.arch, pretrained="synthetic"), out)
     assert isinstance(scorer.model.visual.conv1, ConvStem)
     assert torch.equal(scorer.model.visual.conv1[0].weight, weights["visual.conv1.0.weight"])
-    tower = build_vision_tower(VisionConfig(cfg.arch, str(out / info["weights"]), "conv", [4, 8]), 224)
-    assert torch.equal(tower.conv1[2].weight, weights["visual.conv1.2.weight"])  # the stem's last conv
+    tower = build_vision_tower(VisionConfig(cfg.arch, str(out / info["weights"]), "conv", [4, 8], 2), 224)
+    assert torch.equal(tower.conv1[-1].weight, weights[f"visual.conv1.{len(tower.conv1) - 1}.weight"])
     assert cfg.name() != ScorerConfig(steps=3, pairs=64, batch_size=16, heldout_clean=20, heldout_mismatched=10,
                                       warmup=1).name()  # fmt: skip

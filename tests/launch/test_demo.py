@@ -123,5 +123,7 @@ def test_the_scorer_becomes_the_tower_only_if_its_architecture_is_the_stages(tmp
         scorer_tower(other, "stage0")
     # a conv-stem scorer: every stage builds its stem
     (scorer / "scorer.json").write_text(json.dumps({"arch": "tiny-ViT-14", "weights": "model.safetensors",
-                                                    "image_size": 112, "stem": "conv", "stem_channels": [16, 32]}))  # fmt: skip
-    assert scorer_tower(cfg, "stage0")[1] == ["model.vision.stem=conv", "model.vision.stem_channels=[16,32]"]
+                                                    "image_size": 112, "stem": "conv", "stem_channels": [16, 32],
+                                                    "stem_grid_layers": 2}))  # fmt: skip
+    assert scorer_tower(cfg, "stage0")[1] == ["model.vision.stem=conv", "model.vision.stem_channels=[16,32]",
+                                              "model.vision.stem_grid_layers=2"]  # fmt: skip

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, register_open_clip_configs
 from pipeline.metrics.flops import FlopModel
 from pipeline.model.stem import ConvStem
 from pipeline.model.vision import build_vision_tower
@@ -14,7 +14,7 @@ from pipeline.schema import VisionConfig
 
 def test_a_conv_stem_gives_the_patchify_s_token_grid():
     patch = build_vision_tower(VisionConfig(), 112)
-    conv = build_vision_tower(VisionConfig(stem="conv", stem_channels=[8, 16]), 112)
+    conv = build_vision_tower(VisionConfig(stem="conv", stem_channels=[8, 16], stem_grid_layers=0), 112)
     assert isinstance(conv.conv1, ConvStem) and not isinstance(patch.conv1, ConvStem)
     images = torch.randn(2, 3, 112, 112)
     pooled, tokens = conv(images)
@@ -25,10 +25,14 @@ def test_a_conv_stem_gives_the_patchify_s_token_grid():
     changed[:, :, :14, :14] += 1.0
     diff = (conv.conv1(changed) - conv.conv1(images)).abs().sum(dim=(0, 1))
     assert diff[0, 0] > 0 and diff[2:].sum() == 0 and diff[:, 2:].sum() == 0
+    # each 3x3 convolution over the token grid lets a token see one patch further
+    mixed = ConvStem(128, 14, [8, 16], grid_layers=2)
+    diff = (mixed(changed) - mixed(images)).abs().sum(dim=(0, 1))
+    assert diff[3, 3] > 0 and diff[4:].sum() == 0 and diff[:, 4:].sum() == 0
 
 
 def test_the_stem_s_flops_are_counted_at_its_own_resolution():
-    stem = ConvStem(128, 14, [8, 16])
+    stem = ConvStem(128, 14, [8, 16], grid_layers=2)
     with FlopCounterMode(display=False) as counter:
         stem(torch.randn(1, 3, 112, 112))
     assert stem.forward_flops((112, 112)) == counter.get_total_flops()
@@ -50,9 +54,10 @@ def test_the_flop_model_counts_the_stem_once_per_image(tiny_model):
 
 
 def test_a_conv_stem_loads_a_checkpoint_of_its_own_kind_and_refuses_a_patchify_one(tmp_path):
-    cfg = VisionConfig(stem="conv", stem_channels=[8, 16])
+    register_open_clip_configs()
+    cfg = VisionConfig(stem="conv", stem_channels=[8, 16], stem_grid_layers=1)
     clip = open_clip.create_model(cfg.arch, force_image_size=112)
-    clip.visual.conv1 = ConvStem(128, 14, [8, 16])
+    clip.visual.conv1 = ConvStem(128, 14, [8, 16], grid_layers=1)
     torch.nn.init.constant_(clip.visual.conv1[0].weight, 0.5)
     torch.save(clip.state_dict(), tmp_path / "conv.pt")
     torch.save(open_clip.create_model(cfg.arch, force_image_size=112).state_dict(), tmp_path / "patch.pt")
