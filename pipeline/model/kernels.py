@@ -8,21 +8,12 @@ import inspect
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.tokens import IGNORE
 
 # (hidden [N, width], head weight [vocab, width], head bias or None, targets [N]) -> per-token loss [N]
 TokenLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
-
-
-def plain_token_loss(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
-) -> torch.Tensor:
-    """The reference the fused loss must equal: the logits made whole, then cross-entropy in fp32."""
-    logits = F.linear(hidden, weight, bias).float()
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
 
 
 def liger_token_loss() -> TokenLoss:

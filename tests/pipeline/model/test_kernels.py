@@ -5,15 +5,23 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.config import ConfigError
 from pipeline.data.loader import collate_packed
-from pipeline.model.kernels import compile_blocks, plain_token_loss, transformer_blocks
+from pipeline.model.kernels import compile_blocks, transformer_blocks
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import TrainConfig
 from stages.setup import use_speed_levers
 from tests.pipeline.data.test_packing import SIZE, examples, images  # noqa: F401 (a fixture)
 from tests.pipeline.model.test_qwenvl import batch
+
+
+def plain_token_loss(hidden, weight, bias, targets):
+    """What a fused linear cross-entropy must equal: the logits made whole, then cross-entropy in fp32."""
+    return F.cross_entropy(
+        F.linear(hidden, weight, bias).float(), targets, ignore_index=-100, reduction="none"
+    )
 
 
 def loss_and_grads(model: QwenVL, b: dict) -> tuple[object, dict[str, torch.Tensor]]:
