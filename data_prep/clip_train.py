@@ -148,7 +148,8 @@ def swapped_caption(plan, rng: random.Random, kind: str | None = None) -> str:
     return caption(other, rng)
 
 
-def _pairs(count: int, seed: int, size: int, zh_rate: float, grid: int) -> list:
+def training_pairs(count: int, seed: int, size: int, zh_rate: float, grid: int) -> list:
+    """``count`` clean training pairs of world ``seed`` (``_pair`` each), made in 2 processes."""
     return parallel(_pair, [(i, seed, size, zh_rate, grid) for i in range(count)])
 
 
@@ -192,7 +193,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
     model = open_clip.create_model(cfg.arch, force_image_size=cfg.image_size)
     install_stem(model.visual, cfg.stem, list(cfg.stem_channels), cfg.stem_grid_layers)
     grid = model.visual.grid_size[0]
-    rows = _pairs(cfg.pairs, cfg.world_seed, cfg.image_size, cfg.zh_rate, grid)
+    rows = training_pairs(cfg.pairs, cfg.world_seed, cfg.image_size, cfg.zh_rate, grid)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(np.stack([r[4] for r in rows]))  # [N, 2, grid, grid]
     tokenizer = open_clip.get_tokenizer(cfg.arch)

@@ -18,7 +18,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from data_prep.clip_train import _pairs, dense_loss, normalise
+from data_prep.clip_train import dense_loss, normalise, training_pairs
 from data_prep.synthetic.scene import COLOURS, SHAPES
 from pipeline.config import TINY_TOWER, register_open_clip_configs
 from pipeline.model.stem import install_stem
@@ -27,7 +27,7 @@ S, C = len(SHAPES), len(COLOURS)
 
 
 def data(count: int, seed: int, size: int, grid: int):
-    rows = _pairs(count, seed, size, 0.0, grid)
+    rows = training_pairs(count, seed, size, 0.0, grid)
     images = torch.stack([torch.from_numpy(r[0]).permute(2, 0, 1) for r in rows])
     return images, torch.stack([torch.from_numpy(r[4]) for r in rows])
 
