@@ -243,7 +243,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         opt.zero_grad()
         if step % 20 == 0 or step == cfg.steps - 1:
             log.info(
-                "clip scorer step %d/%d loss %.3f dense %.3f", step + 1, cfg.steps, loss.item(), float(dense)
+                "clip scorer step %d/%d loss %.3f dense %.3f", step + 1, cfg.steps, loss.item(), dense.item()
             )
     model.visual.output_tokens = False
     train_seconds = time.perf_counter() - start - data_seconds
@@ -278,7 +278,6 @@ def dense_loss(logits, labels, shapes: int):
     shape and the colour of the object on the patches one covers. Background patches outnumber object
     patches about 10 to 1, so that a loss over every patch learns where objects are, and their colours, but
     hardly their shapes (dev/LOG.md)."""
-    import torch
     import torch.nn.functional as F
 
     target = labels.flatten(2).transpose(1, 2)  # [B, grid^2, 2]
@@ -288,7 +287,7 @@ def dense_loss(logits, labels, shapes: int):
         picked = logits[on]
         loss = loss + F.cross_entropy(picked[:, :shapes], target[..., 0][on] - 1)
         loss = loss + F.cross_entropy(picked[:, shapes:-1], target[..., 1][on] - 1)
-    return loss if torch.is_tensor(loss) else torch.as_tensor(loss)
+    return loss
 
 
 def normalise(images):
