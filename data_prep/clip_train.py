@@ -64,6 +64,7 @@ class ScorerConfig:
     stem_channels: tuple[int, ...] = (16, 32)
     stem_grid_layers: int = 2
     dense: float = 0.0
+    dense_box: float = 0.0  # weight of the per-patch box regression inside the dense loss (``dense_loss``)
     # calibration pairs: precision >= 0.95 at 5% mismatches needs a clean FPR under about 0.25%, which 600 clean
     # pairs (1 pair = 0.17%) cannot measure (dev/LOG.md)
     heldout_clean: int = 4000
@@ -75,13 +76,17 @@ class ScorerConfig:
         if self.stem == "patch" and self.dense == 0:  # trains as before these options: keeps its cached copy
             for key in ("stem", "stem_channels", "stem_grid_layers", "dense"):
                 settings.pop(key)
+        if self.dense_box == 0:  # likewise for scorers trained before the box regression
+            settings.pop("dense_box")
         digest = hashlib.sha256(json.dumps([VERSION, settings], sort_keys=True).encode()).hexdigest()
         return f"{self.arch}-{self.steps}steps-{digest[:10]}"
 
 
 def ensure_scorer(clip: ClipFilter) -> Path:
     """The cached scorer folder for these settings, trained first if missing."""
-    cfg = ScorerConfig(arch=clip.arch, steps=clip.train_steps, stem=clip.stem, dense=clip.dense)
+    cfg = ScorerConfig(
+        arch=clip.arch, steps=clip.train_steps, stem=clip.stem, dense=clip.dense, dense_box=clip.dense_box
+    )
     out = CACHE / cfg.name()
     if (out / "scorer.json").is_file():
         return out
@@ -103,14 +108,15 @@ def _pair(args: tuple[int, int, int, float, int]) -> tuple[np.ndarray, str, str,
 
 
 def patch_labels(scene, grid: int) -> np.ndarray:
-    """[2, grid, grid] int64: for each patch of the image squashed to a square, the shape and the colour of
+    """[6, grid, grid] int64: for each patch of the image squashed to a square, the shape and the colour of
     the topmost object whose box holds the patch's centre (an object smaller than that gets the patch of its
-    own centre), as 1 + its index in ``SHAPES``/``COLOURS``; 0 where only background is. The dense
-    objective's targets: what and where each object is."""
-    from data_prep.synthetic.scene import COLOURS, SHAPES
+    own centre), as 1 + its index in ``SHAPES``/``COLOURS``, then that object's box as Qwen-VL writes it
+    (x1, y1, x2, y2 in [0, 1000)); all 0 where only background is. The dense objective's targets: what each
+    object is, and where the whole of it is, on every patch it covers."""
+    from data_prep.synthetic.scene import COLOURS, SHAPES, normalise_box
 
     shapes, colours = list(SHAPES), list(COLOURS)
-    labels = np.zeros((2, grid, grid), dtype=np.int64)
+    labels = np.zeros((6, grid, grid), dtype=np.int64)
     centres = (np.arange(grid) + 0.5) / grid
     xs, ys = centres * scene.width, centres * scene.height
     for obj in scene.objects:  # drawn in order: a later object covers an earlier one
@@ -123,6 +129,7 @@ def patch_labels(scene, grid: int) -> np.ndarray:
             ] = True
         labels[0][inside] = shapes.index(obj.shape) + 1
         labels[1][inside] = colours.index(obj.colour) + 1
+        labels[2:, inside] = np.array(normalise_box(obj.box, scene.width, scene.height))[:, None]
     return labels
 
 
@@ -195,7 +202,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
     grid = model.visual.grid_size[0]
     rows = training_pairs(cfg.pairs, cfg.world_seed, cfg.image_size, cfg.zh_rate, grid)
     images = torch.from_numpy(np.stack([r[0] for r in rows])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.from_numpy(np.stack([r[4] for r in rows]))  # [N, 2, grid, grid]
+    labels = torch.from_numpy(np.stack([r[4] for r in rows]))  # [N, 6, grid, grid]
     tokenizer = open_clip.get_tokenizer(cfg.arch)
     texts = tokenizer([r[1] for r in rows])
     swapped = tokenizer([r[3] for r in rows])
@@ -204,7 +211,9 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         groups.setdefault(r[2], []).append(i)
     rng = random.Random(0)
     # the dense head reads the patch tokens the VLM's resampler reads (after ln_post, before the projection)
-    head = torch.nn.Linear(model.visual.transformer.width, len(SHAPES) + len(COLOURS) + 1)
+    head = torch.nn.Linear(
+        model.visual.transformer.width, len(SHAPES) + len(COLOURS) + 1 + (4 if cfg.dense_box > 0 else 0)
+    )
     model.visual.output_tokens = cfg.dense > 0
     params = [*model.named_parameters(), *(("dense_head." + n, p) for n, p in head.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
@@ -228,7 +237,7 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
         if cfg.dense > 0:
             pooled, tokens = model.visual(pixels)
             image_features = F.normalize(pooled, dim=-1)
-            dense = cfg.dense * dense_loss(head(tokens), labels[idx], len(SHAPES))
+            dense = cfg.dense * dense_loss(head(tokens), labels[idx], len(SHAPES), cfg.dense_box)
         else:
             image_features = model.encode_image(pixels, normalize=True)
         if cfg.hard_negatives:  # image -> text over the batch's captions and their swapped versions
@@ -272,21 +281,28 @@ def _train(cfg: ScorerConfig, out: Path) -> Path:
     return out
 
 
-def dense_loss(logits, labels, shapes: int):
-    """The per-patch loss on the patch tokens' logits ([B, grid^2, shapes + colours + 1]) against
-    ``patch_labels`` ([B, 2, grid, grid]): object or background on every patch (the last logit), and the
-    shape and the colour of the object on the patches one covers. Background patches outnumber object
-    patches about 10 to 1, so that a loss over every patch learns where objects are, and their colours, but
-    hardly their shapes (dev/LOG.md)."""
+def dense_loss(logits, labels, shapes: int, box: float = 0.0):
+    """The per-patch loss on the patch tokens' outputs ([B, grid^2, shapes + colours + 1 (+ 4 with ``box``)])
+    against ``patch_labels`` ([B, 6, grid, grid]): object or background on every patch (logit
+    ``shapes + colours``), and the shape and the colour of the object on the patches one covers. Background
+    patches outnumber object patches about 10 to 1, so that a loss over every patch learns where objects are,
+    and their colours, but hardly their shapes (dev/LOG.md). ``box`` > 0 weighs an L1 regression of the
+    object's box (as fractions of the image) from each of its patches: the token then carries where its object
+    is in its own features, which is what the VLM's resampler passes on (its values carry no position)."""
     import torch.nn.functional as F
 
-    target = labels.flatten(2).transpose(1, 2)  # [B, grid^2, 2]
+    from data_prep.synthetic.scene import COLOURS
+
+    target = labels.flatten(2).transpose(1, 2)  # [B, grid^2, 6]
     on = target[..., 0] > 0
-    loss = F.binary_cross_entropy_with_logits(logits[..., -1], on.float())
+    classes = shapes + len(COLOURS) + 1
+    loss = F.binary_cross_entropy_with_logits(logits[..., classes - 1], on.float())
     if on.any():
         picked = logits[on]
         loss = loss + F.cross_entropy(picked[:, :shapes], target[..., 0][on] - 1)
-        loss = loss + F.cross_entropy(picked[:, shapes:-1], target[..., 1][on] - 1)
+        loss = loss + F.cross_entropy(picked[:, shapes : classes - 1], target[..., 1][on] - 1)
+        if box > 0:
+            loss = loss + box * F.l1_loss(picked[:, classes:].sigmoid(), target[..., 2:][on].float() / 1000)
     return loss
 
 

@@ -60,9 +60,11 @@ class ClipFilter:
     workers: int = 1  # scoring actors (one model each; one GPU each when GPUs are present)
     train_steps: int = 700  # synthetic scorer: steps of batch 128, about 0.9 s each on 2 cores
     # synthetic scorer as the demo's vision stand-in (data_prep.clip_train.ScorerConfig): patch | conv stem,
-    # and the weight of its per-patch shape and colour loss (0: contrastive alone)
+    # the weight of its per-patch shape and colour loss (0: contrastive alone), and of the per-patch box
+    # regression inside it
     stem: str = "patch"
     dense: float = 0.0
+    dense_box: float = 0.0
 
 
 @dataclass

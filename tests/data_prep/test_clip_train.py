@@ -1,5 +1,7 @@
+import dataclasses
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -63,13 +65,31 @@ def test_patch_labels_give_each_patch_the_object_over_it():
     labels = patch_labels(Scene(200, 100, "beige", "plain", [left, over]), 4)
     circle, star = list(SHAPES).index("circle") + 1, list(SHAPES).index("star") + 1
     red, blue = list(COLOURS).index("red") + 1, list(COLOURS).index("blue") + 1
-    assert labels.shape == (2, 4, 4) and (labels[:, :, 2:] == 0).all()  # the right half is background
+    assert labels.shape == (6, 4, 4) and (labels[:, :, 2:] == 0).all()  # the right half is background
     assert labels[0, 1, 1] == star and labels[1, 1, 1] == blue
     assert (labels[0, :, :2].sum() == 7 * circle + star) and labels[1, 0, 0] == red
+    # every patch an object covers holds that object's whole box, in Qwen-VL's 0-1000 coordinates
+    assert labels[2:, 1, 1].tolist() == [250, 250, 500, 500] and labels[2:, 3, 0].tolist() == [0, 0, 500, 999]
     # an object between patch centres still marks the patch of its own centre
     tiny = Obj("star", "blue", "small", (140, 60, 146, 66))
     labels = patch_labels(Scene(200, 100, "beige", "plain", [tiny]), 4)
     assert labels[0].sum() == star and labels[0, 2, 2] == star
+
+
+def test_the_dense_loss_regresses_boxes_on_object_patches_only():
+    from data_prep.clip_train import dense_loss
+    from data_prep.synthetic.scene import COLOURS, SHAPES
+
+    labels = torch.zeros(1, 6, 2, 2, dtype=torch.long)
+    labels[0, :, 0, 0] = torch.tensor([1, 1, 100, 200, 300, 400])  # one object patch; the rest background
+    classes = len(SHAPES) + len(COLOURS) + 1
+    logits = torch.zeros(1, 4, classes + 4, requires_grad=True)
+    plain = dense_loss(logits, labels, len(SHAPES))
+    with_box = dense_loss(logits, labels, len(SHAPES), box=2.0)
+    # sigmoid(0) = 0.5 against (0.1, 0.2, 0.3, 0.4): a mean L1 of 0.25, weighed by 2
+    assert with_box.item() == pytest.approx(plain.item() + 0.5)
+    with_box.backward()
+    assert logits.grad[0, 0, classes:].abs().min() > 0 and (logits.grad[0, 1:, classes:] == 0).all()
 
 
 def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_tower(tmp_path):
@@ -78,7 +98,7 @@ def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_t
     from pipeline.schema import VisionConfig
 
     cfg = ScorerConfig(steps=3, pairs=64, batch_size=16, heldout_clean=20, heldout_mismatched=10, warmup=1,
-                       stem="conv", stem_channels=(4, 8), dense=1.0)  # fmt: skip
+                       stem="conv", stem_channels=(4, 8), dense=1.0, dense_box=2.0)  # fmt: skip
     out = train(cfg, tmp_path / "s")
     info = json.loads((out / "scorer.json").read_text())
     assert info["stem"] == "conv" and info["stem_channels"] == [4, 8] and info["stem_grid_layers"] == 2
@@ -91,3 +111,4 @@ def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_t
     assert torch.equal(tower.conv1[-1].weight, weights[f"visual.conv1.{len(tower.conv1) - 1}.weight"])
     assert cfg.name() != ScorerConfig(steps=3, pairs=64, batch_size=16, heldout_clean=20, heldout_mismatched=10,
                                       warmup=1).name()  # fmt: skip
+    assert cfg.name() != dataclasses.replace(cfg, dense_box=0.0).name()
