@@ -101,3 +101,7 @@ class PrepSettings:
             raise ConfigError("key 'filters.aspect.max_ratio': must be >= 1")
         if self.filters.clip.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("key 'filters.clip.device': must be auto, cpu or cuda")
+        clip = self.filters.clip
+        if clip.dense < 0 or clip.dense_box < 0 or (clip.dense_box > 0 and clip.dense == 0):
+            raise ConfigError("key 'filters.clip.dense_box': must be >= 0, and > 0 only with filters.clip.dense > 0 "
+                              "(the box regression is part of the dense loss)")  # fmt: skip

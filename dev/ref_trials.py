@@ -21,6 +21,7 @@ from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.shard_format import read_shards, write_shard
 from pipeline.eval import evaluate
+from pipeline.model.qwenvl import save_weights
 from pipeline.model.vision import image_transform
 from pipeline.schema import StageConfig
 from stages.train import Trainer
@@ -84,6 +85,7 @@ def main() -> None:
     p.add_argument(
         "--cache", default="/tmp/ref-trials", help="where the trials' shards are kept between runs"
     )
+    p.add_argument("--save", help="a folder to save the trained weights in (train.init_from of a next run)")
     p.add_argument("--set", nargs="*", default=[], help="more stage-config overrides")
     args = p.parse_args()
 
@@ -102,6 +104,8 @@ def main() -> None:
     trainer = Trainer(cfg, backend_class().init_distributed(), hooks=[])
     trainer.train()
     train_s = time.time() - t0
+    if args.save:  # a curriculum: the next run starts from these weights (--set train.init_from=FOLDER)
+        save_weights(trainer.backend.model, args.save)
     formatter = Formatter(trainer.tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
     transform = image_transform(cfg.model.vision, args.size)
     row = {"args": vars(args), "train_s": round(train_s)}

@@ -15,7 +15,7 @@ from data_prep.clip_train import (
     scored_pairs,
     train,
 )
-from data_prep.config import ClipFilter, PrepSettings
+from data_prep.config import ClipFilter, Filters, PrepSettings
 from pipeline.data.shard_format import open_image
 
 
@@ -112,3 +112,12 @@ def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_t
     assert cfg.name() != ScorerConfig(steps=3, pairs=64, batch_size=16, heldout_clean=20, heldout_mismatched=10,
                                       warmup=1).name()  # fmt: skip
     assert cfg.name() != dataclasses.replace(cfg, dense_box=0.0).name()
+
+
+def test_a_box_regression_without_the_dense_loss_is_a_config_error():
+    from pipeline.config import ConfigError
+
+    for clip in ({"dense_box": 1.0}, {"dense": -1.0}, {"dense": 1.0, "dense_box": -1.0}):
+        with pytest.raises(ConfigError, match="filters.clip.dense_box"):
+            PrepSettings(filters=Filters(clip=ClipFilter(**clip)))
+    PrepSettings(filters=Filters(clip=ClipFilter(dense=1.0, dense_box=5.0)))
