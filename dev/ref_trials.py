@@ -15,13 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from data_prep.synthetic.shards import world_samples, write_shards
 from pipeline.backends import backend_class
 from pipeline.config import CONFIG_ROOT, load_config
 from pipeline.data.formats import Formatter
 from pipeline.data.shard_format import read_shards, write_shard
 from pipeline.eval import evaluate
-from pipeline.model.qwenvl import save_weights
+from pipeline.model.qwenvl import WEIGHTS
 from pipeline.model.vision import image_transform
 from pipeline.schema import StageConfig
 from stages.train import Trainer
@@ -105,7 +107,8 @@ def main() -> None:
     trainer.train()
     train_s = time.time() - t0
     if args.save:  # a curriculum: the next run starts from these weights (--set train.init_from=FOLDER)
-        save_weights(trainer.backend.model, args.save)
+        Path(args.save).mkdir(parents=True, exist_ok=True)  # the backend's copies: DeepSpeed's flat buffers
+        save_file(trainer.backend.full_state_dict(), str(Path(args.save) / WEIGHTS))  # share storage
     formatter = Formatter(trainer.tokenizer, cfg.model.adapter.num_queries, cfg.data.max_length)
     transform = image_transform(cfg.model.vision, args.size)
     row = {"args": vars(args), "train_s": round(train_s)}
