@@ -37,7 +37,7 @@ def training_shards(num: int, one_share: float | None, seed: int, cache: Path) -
     pattern = str(out / f"{{000000..{(num + 499) // 500 - 1:06d}}}.tar")
     if (out / "done").exists():
         return pattern
-    ones: list[dict] = []  # each in the world's order, 2000 images per seed
+    ones: list[dict] = []  # 2000 world images per seed
     others: list[dict] = []
     want = num if one_share is None else round(num * one_share)
     chunk = 0
@@ -47,7 +47,7 @@ def training_shards(num: int, one_share: float | None, seed: int, cache: Path) -
         for sample in world_samples(2000, 0, seed + 1000 * chunk):
             (ones if len(json.loads(sample["json"])["tasks"]["ref"]) == 1 else others).append(sample)
         chunk += 1
-    if one_share is None:  # the world's order
+    if one_share is None:  # by sample key, whatever the chunks drew
         samples = sorted(ones + others, key=lambda s: s["__key__"])[:num]
     else:
         samples = ones[:want] + others[: num - want]

@@ -34,12 +34,8 @@ SETTINGS = {
     "ref": (400, 112, 0.7, 0.4),
     "grounded_caption": (400, 56, 0.12, 0.1),
     "ocr": (400, 56, 0.15, 0.1),
-    "chatml": (
-        800,
-        56,
-        0.35,
-        0.1,
-    ),  # the weakest: 0.44-0.59 (blind 0.25) by thread count; its image loss is clear
+    # the weakest: 0.44-0.59 (blind 0.25) by thread count; its image loss is clear
+    "chatml": (800, 56, 0.35, 0.1),
 }
 
 
