@@ -2,9 +2,10 @@
 
     python -m launch.demo [--config configs/demo.yaml] [--fresh] [key=value ...]
 
-synthetic world -> `make prep` (its CLIP scorer becomes the vision tower) -> held-out shards -> stage 0 (the
-LLM's text warm-start, on the tasks' text with the images left out) -> stages 1, 2, 3 (each under the `deepspeed` launcher a user runs, each
-scored on the held-out shards at its end, next to its image-blind twin) -> report (``runs/demo/report.md``,
+synthetic world -> `make prep` (its CLIP scorer becomes the vision tower; further prepared sets beside it) ->
+held-out shards -> stage 0 (the LLM's text warm-start, on the tasks' text with the images left out) -> stages
+1, 2, 3 (each under the `deepspeed` launcher a user runs, each scored on the held-out shards at its end, next to
+its image-blind twin; a stage may run in several phases, a curriculum) -> report (``runs/demo/report.md``,
 ``eval.json``, plots) -> a Hugging Face-style export. A second run reuses every finished phase (a stage that
 was cut off resumes from its last checkpoint); ``--fresh`` deletes the run and its held-out data first.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,12 @@ from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config, 
 from pipeline.schema import StageConfig
 
 STAGES = ("stage0", "stage1", "stage2", "stage3")
+PHASE = re.compile(r"stage\d(-[a-z0-9_]+)?")  # a stage, or a stage and a label: an output folder's name
+
+
+def stage_of(phase: str) -> str:
+    """The stage a phase of the chain runs: ``stage2`` for ``stage2`` and for ``stage2-ref``."""
+    return phase.split("-", 1)[0]
 
 
 @dataclass
@@ -38,13 +46,18 @@ class DemoConfig:
     data: str = "data/synthetic"  # `make prep`'s output: reused when its summary.json is there
     # keys of configs/data/synthetic.yaml set for that prep, as a mapping
     prep: dict[str, Any] = field(default_factory=dict)
+    # further prepared sets: output folder -> keys of configs/data/synthetic.yaml over `prep` (the same
+    # scorer filters them); a phase reads one by naming its shards, e.g. data.shards=<folder>/shards/*.tar
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the held-out world's shards (synthetic.split=heldout: disjoint seeds, no noise)
     heldout: str = "data/heldout"
     heldout_samples: int = 300
     vision_init: str = "scorer"  # scorer: the prep's CLIP scorer initialises the ViT | none: a fresh ViT
     eval_limit: int = 100  # held-out items per task at each stage end (each also image-blind)
     report_images: int = 8  # held-out images in the report's grid
-    # stage -> its settings in that stage config's keys, in chain order
+    # phase -> its settings in that stage config's keys, run in the order listed, each from the one before's
+    # final/; a phase is a stage (stage2) or a further phase of one (stage2-ref: launch/stage2.py, outputs
+    # under <name>/stage2-ref/)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,26 +65,37 @@ class DemoConfig:
             raise ConfigError(f"key 'vision_init': {self.vision_init!r} is not one of ('scorer', 'none')")
         if not self.stages:
             raise ConfigError("key 'stages': name at least one stage")
-        if unknown := set(self.stages) - set(STAGES):
-            raise ConfigError(f"key 'stages': unknown {sorted(unknown)}; known: {STAGES}")
+        if unknown := [p for p in self.stages if stage_of(p) not in STAGES or not PHASE.fullmatch(p)]:
+            raise ConfigError(f"key 'stages': unknown {unknown}; a phase is one of {STAGES}, or one of them "
+                              "with a label (stage2-ref)")  # fmt: skip
+        order = [STAGES.index(stage_of(p)) for p in self.stages]
+        if order != sorted(order):
+            raise ConfigError(f"key 'stages': {list(self.stages)} run in the order listed; a stage's phases "
+                              "come after the stage before it")  # fmt: skip
         if self.ranks < 1:
             raise ConfigError("key 'ranks': must be >= 1")
 
-    def stage_overrides(self, stage: str) -> list[str]:
-        """The demo's settings of ``stage`` as that stage's command line takes them, checked by loading the
-        stage's config with them (a wrong key or value fails here, before any phase runs)."""
+    def stage_overrides(self, phase: str) -> list[str]:
+        """The demo's settings of ``phase`` as its stage's command line takes them (with its own ``run.stage``
+        when it is a further phase), checked by loading the stage's config with them (a wrong key or value
+        fails here, before any phase runs)."""
         try:
-            overrides = to_overrides(StageConfig, self.stages[stage])
-            load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", overrides)
+            overrides = to_overrides(StageConfig, self.stages[phase])
+            if phase != stage_of(phase):
+                overrides.append(f"run.stage={phase}")
+            load_config(StageConfig, CONFIG_ROOT / f"{stage_of(phase)}.yaml", overrides)
         except ConfigError as e:
-            raise ConfigError(f"key 'stages.{stage}': {e}") from None
+            raise ConfigError(f"key 'stages.{phase}': {e}") from None
         return overrides
 
-    def prep_overrides(self) -> list[str]:
+    def prep_overrides(self, dataset: str | None = None) -> list[str]:
+        """The prep's overrides of ``data`` or of one of ``datasets`` (``prep``, then that set's own keys)."""
+        key = "prep" if dataset is None else f"datasets.{dataset}"
         try:
-            return to_overrides(PrepConfig, self.prep)
+            own = to_overrides(PrepConfig, self.datasets.get(dataset, {}))
+            return to_overrides(PrepConfig, self.prep) + own
         except ConfigError as e:
-            raise ConfigError(f"key 'prep': {e}") from None
+            raise ConfigError(f"key '{key}': {e}") from None
 
     @property
     def run_dir(self) -> Path:
@@ -131,7 +155,7 @@ def scorer_tower(cfg: DemoConfig, stage: str) -> tuple[Path, list[str]]:
         raise ConfigError(f"key 'vision_init': {cfg.data}/summary.json names no CLIP scorer (re-run `make prep` "
                           "with the synthetic scorer on; it reuses a trained one)")  # fmt: skip
     info = json.loads((Path(scorer) / "scorer.json").read_text())
-    tower = load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", cfg.stage_overrides(stage))
+    tower = load_config(StageConfig, CONFIG_ROOT / f"{stage_of(stage)}.yaml", cfg.stage_overrides(stage))
     if tower.model.vision.arch != info["arch"]:
         raise ConfigError(f"key 'vision_init': the scorer {scorer} is a {info['arch']}, but {stage}'s "
                           f"model.vision.arch is {tower.model.vision.arch}")  # fmt: skip
@@ -149,12 +173,13 @@ def scorer_tower(cfg: DemoConfig, stage: str) -> tuple[Path, list[str]]:
 
 
 def stage_command(cfg: DemoConfig, stage: str, overrides: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The launcher command a user would type for one stage of the chain (``deepspeed --num_gpus N``), and
+    """The launcher command a user would type for one phase of the chain (``deepspeed --num_gpus N``), and
     its environment."""
     from pipeline.backends import backend_class
 
     args = [f"run.name={cfg.name}", f"run.output_dir={cfg.output_dir}", *overrides]
-    return backend_class().launcher_command(str(Path(__file__).with_name(f"{stage}.py")), args, cfg.ranks)
+    script = Path(__file__).with_name(f"{stage_of(stage)}.py")
+    return backend_class().launcher_command(str(script), args, cfg.ranks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,15 +211,17 @@ def run(cfg: DemoConfig) -> dict:
     out = cfg.run_dir
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo.yaml")
-    chain = [s for s in STAGES if s in cfg.stages]
-    # every stage's settings checked (and turned into its command line) before the first phase runs
+    chain = list(cfg.stages)
+    # every phase's settings checked (and turned into its command line) before the first phase runs
     overrides = {stage: cfg.stage_overrides(stage) for stage in chain}
-    prep = cfg.prep_overrides()
+    prep = {folder: cfg.prep_overrides(folder) for folder in [None, *cfg.datasets]}
     phases = Phases(out / "phases.json")
     synthetic = str(CONFIG_ROOT / "data" / "synthetic.yaml")
 
-    phases("prep", lambda: _prep_done(cfg.data),
-           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.data}", *prep))  # fmt: skip
+    for folder, keys in prep.items():  # data's scorer is trained (or found in the cache) first
+        phases("prep" if folder is None else f"prep {folder}", lambda f=folder or cfg.data: _prep_done(f),
+               lambda f=folder or cfg.data, k=keys: _python("-m", "data_prep", "--config", synthetic,
+                                                            f"output_dir={f}", *k))  # fmt: skip
     phases("heldout", lambda: _prep_done(cfg.heldout),
            lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "synthetic.split=heldout",
                            f"synthetic.num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
@@ -204,7 +231,7 @@ def run(cfg: DemoConfig) -> dict:
     weights, stem = scorer_tower(cfg, chain[0]) if cfg.vision_init == "scorer" else (None, [])
     for before, stage in zip([None, *chain], chain, strict=False):
         extra = [shards, *evaluation, *stem]
-        if before is not None:  # stages 2 and 3 default to this; stage 1 starts fresh unless chained
+        if before is not None:  # stages 2 and 3 default to stage N-1; stage 1 starts fresh unless chained
             extra.append(f"train.init_from={out / before / 'final'}")
         if stage == chain[0] and weights is not None:  # the first stage builds the model
             extra.append(f"model.vision.pretrained={weights}")

@@ -21,6 +21,8 @@ log = logging.getLogger("data_prep")
 class Config:
     num_samples: int = 5000  # raw image-text pairs to generate (plus 10% text-only samples)
     split: str = "train"  # train | heldout (sample seeds disjoint from train's, no noise)
+    # objects per image: 1..max_objects (1: images of one object, the first data of a grounding curriculum)
+    max_objects: int = 4
 
 
 def check(cfg: PrepSettings, src: Config) -> None:
@@ -28,14 +30,16 @@ def check(cfg: PrepSettings, src: Config) -> None:
         raise ConfigError(f"key 'synthetic.split': {src.split!r} is not one of ('train', 'heldout')")
     if src.num_samples <= 0:
         raise ConfigError("key 'synthetic.num_samples': must be > 0")
+    if src.max_objects < 1:
+        raise ConfigError("key 'synthetic.max_objects': must be >= 1")
     world = _raw(cfg) / "world.json"
     if world.is_file():
         done = json.loads(world.read_text())["config"]
-        made = (done["num_samples"], done["seed"], done.get("split", "train"))
-        if made != (src.num_samples, cfg.seed, src.split):
+        made = (done["num_samples"], done["seed"], done.get("split", "train"), done.get("max_objects", 4))
+        if made != (src.num_samples, cfg.seed, src.split, src.max_objects):
             raise ConfigError(
                 f"key 'output_dir': {world}: a world with num_samples={made[0]} seed={made[1]} split={made[2]} "
-                "is there; use another output_dir or delete it"
+                f"max_objects={made[3]} is there; use another output_dir or delete it"
             )
 
 
@@ -49,7 +53,9 @@ def plan(cfg: PrepSettings, src: Config) -> list[dict]:
         log.info("synthetic world already at %s (%d pairs, seed %d)", out, src.num_samples, cfg.seed)
     else:
         noise = split_noise(src.split)
-        generate(WorldConfig(num_samples=src.num_samples, seed=cfg.seed, split=src.split, noise=noise), out)
+        world_cfg = WorldConfig(num_samples=src.num_samples, seed=cfg.seed, split=src.split,
+                                max_objects=src.max_objects, noise=noise)  # fmt: skip
+        generate(world_cfg, out)
         # the contact sheet is for people, not an input sample
         (Path(cfg.output_dir) / "plots").mkdir(parents=True, exist_ok=True)
         (out / "preview.png").replace(Path(cfg.output_dir) / "plots" / "world_preview.png")

@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--word-rate", type=float, default=0.3, help="share of images with rendered words (default 0.3)"
     )
     p.add_argument("--text-rate", type=float, default=0.1, help="text-only samples per pair (default 0.1)")
+    p.add_argument("--max-objects", type=int, default=4, help="objects per image: 1..N (default 4)")
     p.add_argument("--noise", action="append", default=[], metavar="KIND=RATE", help="set one noise rate")
     p.add_argument("--no-noise", action="store_true", help="all noise rates 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -57,7 +58,8 @@ def config_from_args(args: argparse.Namespace) -> WorldConfig:
     try:
         return WorldConfig(
             num_samples=args.num_samples, seed=args.seed, split=args.split, zh_rate=args.zh_rate,
-            word_rate=args.word_rate, text_rate=args.text_rate, noise=NoiseRates(**rates),
+            word_rate=args.word_rate, text_rate=args.text_rate, max_objects=args.max_objects,
+            noise=NoiseRates(**rates),
         )  # fmt: skip
     except ValueError as e:
         raise SystemExit(f"invalid world config: {e}") from None

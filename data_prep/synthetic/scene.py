@@ -123,12 +123,14 @@ def sample_size(rng: random.Random, kind: str) -> tuple[int, int]:
     return (long, short) if rng.random() < 0.6 else (short, long)
 
 
-def sample_scene(rng: random.Random, size_kind: str = "clean", word_rate: float = 0.3) -> Scene:
+def sample_scene(
+    rng: random.Random, size_kind: str = "clean", word_rate: float = 0.3, max_objects: int = 4
+) -> Scene:
     width, height = sample_size(rng, size_kind)
     background = rng.choice(list(BACKGROUNDS))
     scene = Scene(width, height, background, rng.choice(BACKGROUND_KINDS), texture_seed=rng.getrandbits(31))
     taken: list[tuple[float, float, float, float]] = []
-    _place_objects(rng, scene, rng.randint(1, 4), taken)
+    _place_objects(rng, scene, rng.randint(1, max_objects), taken)
     if size_kind != "small" and rng.random() < word_rate:
         for _ in range(rng.choice((1, 1, 2))):
             word = _place_word(rng, scene, taken)

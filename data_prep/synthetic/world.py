@@ -60,6 +60,7 @@ class WorldConfig:
     split: str = "train"  # train | heldout (disjoint sample seeds)
     zh_rate: float = 0.23  # share of pairs captioned in Chinese (the recipe's 77/23)
     word_rate: float = 0.3  # share of images with rendered words (OCR ground truth)
+    max_objects: int = 4  # objects per image: 1..max_objects, as many as fit (1: a box is where it is)
     text_rate: float = 0.1  # text-only samples (pure text, text dialogues) per image-text pair
     samples_per_folder: int = 1000
     jpeg_quality: int = 90
@@ -70,6 +71,8 @@ class WorldConfig:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.num_samples < 0:
             raise ValueError("num_samples must be >= 0")
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
 
 
 def sample_rng(cfg: WorldConfig, index: int, kind: str = "pair") -> random.Random:
@@ -115,7 +118,7 @@ def plan_sample(cfg: WorldConfig, index: int) -> Plan:
             return Plan(_key(index), index, noise, source.lang, source.scene, source.caption,
                         source.clean_caption, source.tasks, duplicate_of=duplicate_of)  # fmt: skip
     size_kind = noise if noise in ("aspect", "small") else "clean"
-    scene = sample_scene(rng, size_kind, cfg.word_rate)
+    scene = sample_scene(rng, size_kind, cfg.word_rate, cfg.max_objects)
     tasks = scene_tasks(scene, rng, chinese)
     lang = "zh" if chinese else "en"
     caption = clean = tasks["caption_zh"] if chinese else tasks["caption_en"]
@@ -170,7 +173,7 @@ def _other_caption(cfg: WorldConfig, index: int, scene: Scene, chinese: bool, rn
     own = {(o.colour, o.shape) for o in scene.objects}
     for _ in range(32):
         k = rng.randrange(2**31)
-        other = sample_scene(sample_rng(cfg, k, "mismatch"), "clean", cfg.word_rate)
+        other = sample_scene(sample_rng(cfg, k, "mismatch"), "clean", cfg.word_rate, cfg.max_objects)
         if {(o.colour, o.shape) for o in other.objects}.isdisjoint(own):
             return T.caption_zh(other, rng) if chinese else T.caption_en(other, rng)
     # 32 misses in a row do not happen in practice; fail loudly rather than write a matching caption

@@ -14,6 +14,8 @@ def test_prep_rejects_a_bad_key_by_name(capsys):
     assert "key 'source'" in capsys.readouterr().err
     assert main(["--config", str(CONFIG_ROOT / "data" / "folder.yaml"), "filters.clip.device=tpu"]) == 2
     assert "filters.clip.device" in capsys.readouterr().err
+    assert main(["--config", SYNTHETIC, "synthetic.max_objects=0"]) == 2
+    assert "key 'synthetic.max_objects'" in capsys.readouterr().err
 
 
 def test_prep_names_a_missing_input(tmp_path, capsys):

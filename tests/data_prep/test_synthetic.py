@@ -250,3 +250,15 @@ def test_cli_writes_world_and_rejects_bad_noise(tmp_path, capsys):
         config_from_args(parse_args(["--out", "x", "--noise", "typo=0.1"]))
     with pytest.raises(SystemExit, match="add up to"):
         config_from_args(parse_args(["--out", "x", "--noise", "mismatch=0.9", "--noise", "html=0.5"]))
+
+
+def test_max_objects_bounds_every_scene_and_leaves_the_default_world_as_it_was():
+    plans = [plan_sample(WorldConfig(num_samples=200, max_objects=1), i) for i in range(200)]
+    assert {len(p.scene.objects) for p in plans} == {1}
+    assert all(len(p.tasks["ref"]) == 1 for p in plans)  # one object: one referring expression, its box
+    default, four = WorldConfig(num_samples=200), WorldConfig(num_samples=200, max_objects=4)
+    assert [plan_sample(default, i) for i in range(50)] == [plan_sample(four, i) for i in range(50)]
+    assert max(len(plan_sample(default, i).scene.objects) for i in range(200)) == 4
+    assert config_from_args(parse_args(["--out", "x", "--max-objects", "2"])).max_objects == 2
+    with pytest.raises(SystemExit, match="max_objects must be >= 1"):
+        config_from_args(parse_args(["--out", "x", "--max-objects", "0"]))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from launch.demo import STAGES, DemoConfig, scorer_tower
+from launch.demo import DemoConfig, scorer_tower, stage_of
 from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import StageConfig
@@ -19,13 +19,18 @@ SHORT = (
     " model: {adapter: {num_queries: 16}}, logging: {wandb: disabled}, eval: {max_new_tokens: 12}}"
 )
 KEYS = {"cider", "vqa_acc", "grounded_acc", "grounding_acc", "ocr_acc", "chat_acc"}
+PHASES = list(load_config(DemoConfig, CONFIG_ROOT / "demo.yaml").stages)
 
 
 def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    """The demo's chain, every phase shortened; stage2-ref reads a set of one-object images the demo makes."""
+    one = tmp_path / "one"
     overrides = [f"output_dir={tmp_path / 'runs'}", f"data={tmp_path / 'world'}", f"heldout={tmp_path / 'heldout'}",
                  "prep={synthetic: {num_samples: 120}, samples_per_shard: 60, filters: {clip: {enabled: false}}}",
+                 f"datasets={{{one}: {{synthetic: {{num_samples: 40, max_objects: 1}}}}}}",
                  "heldout_samples=40", "ranks=1", "vision_init=none", "eval_limit=3", "report_images=2",
-                 *(f"stages.{s}={SHORT}" for s in STAGES), *extra]  # fmt: skip
+                 *(f"stages.{s}={SHORT}" for s in PHASES),
+                 f"stages.stage2-ref.data={{shards: '{one}/shards/*.tar', tasks: {{ref: 1}}}}", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run([sys.executable, "-m", "launch.demo", *overrides], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500)  # fmt: skip
@@ -33,15 +38,23 @@ def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     return done
 
 
-def test_the_demo_config_names_real_stage_keys():
+def test_the_demo_config_names_real_stage_keys_and_runs_its_phases_in_order():
     cfg = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml")
-    assert list(cfg.stages) == list(STAGES)
-    for stage in cfg.stages:
-        loaded = load_config(StageConfig, CONFIG_ROOT / f"{stage}.yaml", cfg.stage_overrides(stage))
-        assert loaded.run.stage == stage
+    assert [stage_of(p) for p in cfg.stages] == ["stage0", "stage1", "stage2", "stage2", "stage3"]
+    for phase in cfg.stages:
+        loaded = load_config(StageConfig, CONFIG_ROOT / f"{stage_of(phase)}.yaml", cfg.stage_overrides(phase))
+        assert loaded.run.stage == phase  # a further phase of a stage writes its own folder
     assert loaded.data.tasks == {"chatml": 2, "caption": 1, "vqa": 1, "ref": 1}  # a free-form mapping, whole
-    with pytest.raises(ConfigError, match="key 'stages'"):
-        load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["stages={stage9: {}}"])
+    # the curriculum's first phase reads one of the demo's further sets, which the prep's keys make
+    ref = load_config(StageConfig, CONFIG_ROOT / "stage2.yaml", cfg.stage_overrides("stage2-ref"))
+    folder = ref.data.shards.split("/shards/")[0]
+    assert ref.data.tasks == {"ref": 1} and "synthetic.max_objects=1" in cfg.prep_overrides(folder)
+    for bad in ("stages={stage9: {}}", "stages={stage2-Ref: {}}", "stages={stage2: {}, stage1-more: {}}"):
+        with pytest.raises(ConfigError, match="key 'stages'"):
+            load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", [bad])
+    typo = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["datasets={x: {synthetic: {max_object: 1}}}"])
+    with pytest.raises(ConfigError, match=r"key 'datasets.x': key 'synthetic.max_object'"):
+        typo.prep_overrides("x")
 
 
 def test_the_demo_takes_stage_keys_as_the_command_line_does_and_checks_them_first():
@@ -62,39 +75,34 @@ def test_the_demo_takes_stage_keys_as_the_command_line_does_and_checks_them_firs
 def test_the_chain_writes_every_output_and_a_second_run_reuses_it(tmp_path, tokenizer_dir):
     first = demo(tmp_path)
     run = tmp_path / "runs" / "demo"
-    for stage in ("stage0", "stage1", "stage2", "stage3"):
+    for stage in PHASES:
         assert (run / stage / "final" / "model.safetensors").is_file(), stage
         assert KEYS <= json.loads((run / stage / "final" / "eval.json").read_text()).keys(), stage
     result = json.loads((run / "eval.json").read_text())
     assert KEYS <= result.keys() and KEYS <= result["blind"].keys()
-    assert set(result["stages"]) == {"stage0", "stage1", "stage2", "stage3"}
+    assert list(result["stages"]) == PHASES
     assert result["checkpoint"].endswith("stage3/final")
     for plot in ("losses.png", "eval.png", "heldout_grid.png"):
         assert (run / "plots" / plot).stat().st_size > 5000, plot
     report = (run / "report.md").read_text()
     assert "| stage3 |" in report and "plots/heldout_grid.png" in report
     phases = json.loads((run / "phases.json").read_text())
-    assert list(phases) == [
-        "prep",
-        "heldout",
-        "stage0",
-        "stage1",
-        "stage2",
-        "stage3",
-        "report",
-        "export",
-    ]
+    assert list(phases) == ["prep", f"prep {tmp_path / 'one'}", "heldout", *PHASES, "report", "export"]
     assert "grounding acc" in (run / "hf" / "README.md").read_text()
     model, _, cfg = QwenVL.from_pretrained(run / "hf")
     assert cfg.run.stage == "stage3" and model.image_size == (56, 56)
-    # stage 2 started from stage 1's export, which started from stage 0's
-    for stage, before in (("stage1", "stage0"), ("stage2", "stage1"), ("stage3", "stage2")):
+    # each phase started from the export of the one before (stage2-ref from stage1's, stage2 from stage2-ref's)
+    for before, stage in zip(PHASES, PHASES[1:], strict=False):
         cfg_text = (run / stage / "config.yaml").read_text()
         assert f"{before}/final" in cfg_text, stage
+    ref = (run / "stage2-ref" / "config.yaml").read_text()
+    assert "stage: stage2-ref" in ref and f"{tmp_path / 'one'}/shards/*.tar" in ref
+    last = json.loads((run / "stage2-ref" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert [k for k in last if k.startswith("mix/") and "/source/" not in k] == ["mix/ref"]
     assert "held-out, final model" in first.stdout
 
     second = demo(tmp_path)
-    assert second.stdout.count("done before, reused") == 6, second.stdout
+    assert second.stdout.count("done before, reused") == 3 + len(PHASES), second.stdout
     assert json.loads((run / "phases.json").read_text())["stage2"]["reused"] is True
 
 
