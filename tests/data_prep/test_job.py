@@ -15,7 +15,7 @@ from PIL import Image
 from data_prep.chain import REASONS
 from data_prep.job import run
 from data_prep.sources import PrepConfig
-from pipeline.config import CONFIG_ROOT, load_config
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config
 from pipeline.data.loader import read_record
 from pipeline.data.shard_format import read_shard, read_shards
 from pipeline.distributed import free_port
@@ -91,6 +91,14 @@ def test_shards_hold_clean_resized_samples_the_loader_reads(synthetic):
     assert text_only > 0
     keys = [s["__key__"] for s in read_shard(summary["shards"][0])]
     assert keys != sorted(keys)  # written in shuffled order
+
+
+def test_a_world_of_other_settings_in_the_output_dir_is_an_error_naming_them(synthetic):
+    cfg, _ = synthetic
+    other = prep_config(SYNTHETIC, f"output_dir={cfg.output_dir}", "synthetic.num_samples=300", "samples_per_shard=100",
+                        "filters.clip.enabled=false", "synthetic.max_objects=1")  # fmt: skip
+    with pytest.raises(ConfigError, match="max_objects=4 is there"):
+        run(other)
 
 
 def test_plots_are_written(synthetic):
