@@ -48,7 +48,8 @@ def test_the_demo_config_names_real_stage_keys_and_runs_its_phases_in_order():
     # the curriculum's first phase reads one of the demo's further sets, which the prep's keys make
     ref = load_config(StageConfig, CONFIG_ROOT / "stage2.yaml", cfg.stage_overrides("stage2-ref"))
     folder = ref.data.shards.split("/shards/")[0]
-    assert ref.data.tasks == {"ref": 1} and "synthetic.max_objects=1" in cfg.prep_overrides(folder)
+    assert ref.data.tasks["ref"] > sum(ref.data.tasks.values()) / 2
+    assert "synthetic.max_objects=1" in cfg.prep_overrides(folder)
     for bad in ("stages={stage9: {}}", "stages={stage2-Ref: {}}", "stages={stage2: {}, stage1-more: {}}"):
         with pytest.raises(ConfigError, match="key 'stages'"):
             load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", [bad])
