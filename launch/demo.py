@@ -13,6 +13,7 @@ was cut off resumes from its last checkpoint); ``--fresh`` deletes the run and i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -25,10 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.sources import PrepConfig
-from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config, to_overrides
+from pipeline.config import CONFIG_ROOT, ConfigError, flatten, load_config, save_config, to_overrides
 from pipeline.schema import StageConfig
 
 STAGES = ("stage0", "stage1", "stage2", "stage3")
+SYNTHETIC = CONFIG_ROOT / "data" / "synthetic.yaml"
+# how a prep runs, not what it makes: a prepared folder is reused whatever these were
+PREP_RUNTIME = ("ray_address", "workers", "log_every", "filters.clip.device", "filters.clip.workers",
+                "filters.clip.batch_size")  # fmt: skip
 PHASE = re.compile(r"stage\d(-[a-z0-9_]+)?")  # a stage, or a stage and a label: an output folder's name
 
 
@@ -141,6 +146,22 @@ def _prep_done(folder: str) -> bool:
     return (Path(folder) / "summary.json").is_file()
 
 
+def check_prepared(folder: str, overrides: list[str], key: str) -> None:
+    """A prepared ``folder`` the demo would reuse must have been made with the settings it asks for (``make
+    prep``'s defaults and the demo's differ: its scorer becomes the tower); otherwise a ConfigError on
+    ``key`` names each differing setting."""
+    saved = Path(folder) / "config.yaml"
+    if not _prep_done(folder) or not saved.is_file():
+        return
+    here = f"output_dir={folder}"
+    want = flatten(dataclasses.asdict(load_config(PrepConfig, SYNTHETIC, [*overrides, here])))
+    made = flatten(dataclasses.asdict(load_config(PrepConfig, saved, [here])))
+    if differ := [k for k in want if k not in PREP_RUNTIME and made.get(k) != want[k]]:
+        raise ConfigError(f"key '{key}': {folder} was prepared with "
+                          + ", ".join(f"{k}={made.get(k)!r} (the demo's: {want[k]!r})" for k in differ)
+                          + f"; delete {folder} to prepare it again, or set a new folder")  # fmt: skip
+
+
 def _shards(folder: str) -> str:
     return json.loads((Path(folder) / "summary.json").read_text())["shard_pattern"]
 
@@ -215,16 +236,20 @@ def run(cfg: DemoConfig) -> dict:
     # every phase's settings checked (and turned into its command line) before the first phase runs
     overrides = {stage: cfg.stage_overrides(stage) for stage in chain}
     prep = {folder: cfg.prep_overrides(folder) for folder in [None, *cfg.datasets]}
+    heldout_keys = ["synthetic.split=heldout", f"synthetic.num_samples={cfg.heldout_samples}",
+                    "filters.clip.enabled=false"]  # fmt: skip
+    check_prepared(cfg.heldout, heldout_keys, "heldout")
+    for folder, keys in prep.items():
+        check_prepared(folder or cfg.data, keys, "data" if folder is None else f"datasets.{folder}")
     phases = Phases(out / "phases.json")
-    synthetic = str(CONFIG_ROOT / "data" / "synthetic.yaml")
+    synthetic = str(SYNTHETIC)
 
     for folder, keys in prep.items():  # data's scorer is trained (or found in the cache) first
         phases("prep" if folder is None else f"prep {folder}", lambda f=folder or cfg.data: _prep_done(f),
                lambda f=folder or cfg.data, k=keys: _python("-m", "data_prep", "--config", synthetic,
                                                             f"output_dir={f}", *k))  # fmt: skip
     phases("heldout", lambda: _prep_done(cfg.heldout),
-           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", "synthetic.split=heldout",
-                           f"synthetic.num_samples={cfg.heldout_samples}", "filters.clip.enabled=false"))  # fmt: skip
+           lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", *heldout_keys))  # fmt: skip
     heldout = _shards(cfg.heldout)
     evaluation = [f"eval.shards={heldout}", f"eval.limit={cfg.eval_limit}"]
     shards = f"data.shards={_shards(cfg.data)}"

@@ -121,6 +121,17 @@ def to_overrides(schema: type, tree: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys to its leaves: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _cli_value(value: Any) -> str:
     """A value as YAML reads it back (floats keep their dot: ``5.0e-05``, not ``5e-05``)."""
     if isinstance(value, str):

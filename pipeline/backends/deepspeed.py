@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.backends.base import Backend, StepResult
-from pipeline.config import CONFIG_ROOT, ConfigError
+from pipeline.config import CONFIG_ROOT, ConfigError, flatten
 from pipeline.distributed import Dist, free_port
 from pipeline.schema import StageConfig
 
@@ -215,17 +215,7 @@ def deepspeed_config(cfg: StageConfig, world_size: int, hidden_size: int, dtype:
             node = node.setdefault(parent, {})
         if node.get(leaf, "auto") == "auto":
             node[leaf] = value
-    left = [k for k, v in _flatten(ds).items() if v == "auto"]
+    left = [k for k, v in flatten(ds).items() if v == "auto"]
     if left:
         raise ConfigError(f"{path}: no value for 'auto' at {left}")
     return ds
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

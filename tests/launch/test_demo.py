@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from launch.demo import DemoConfig, scorer_tower, stage_of
-from pipeline.config import CONFIG_ROOT, ConfigError, load_config
+from data_prep.sources import PrepConfig
+from launch.demo import SYNTHETIC, DemoConfig, check_prepared, scorer_tower, stage_of
+from pipeline.config import CONFIG_ROOT, ConfigError, load_config, save_config
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import StageConfig
 from tests.conftest import REPO
@@ -136,3 +137,17 @@ def test_the_scorer_becomes_the_tower_only_if_its_architecture_is_the_stages(tmp
                                                     "stem_grid_layers": 2}))  # fmt: skip
     assert scorer_tower(cfg, "stage0")[1] == ["model.vision.stem=conv", "model.vision.stem_channels=[16,32]",
                                               "model.vision.stem_grid_layers=2"]  # fmt: skip
+
+
+def test_a_prepared_folder_made_with_other_settings_is_not_reused(tmp_path):
+    folder = tmp_path / "world"
+    folder.mkdir()
+    (folder / "summary.json").write_text("{}")
+    save_config(load_config(PrepConfig, SYNTHETIC, [f"output_dir={folder}", "filters.clip.workers=3"]),
+                folder / "config.yaml")  # fmt: skip
+    check_prepared(str(folder), ["filters.clip.workers=1"], "data")  # how it ran does not matter
+    with pytest.raises(ConfigError, match=r"key 'data': .* filters.clip.stem='patch' \(the demo's: 'conv'\)"):
+        check_prepared(str(folder), ["filters.clip.stem=conv"], "data")
+    with pytest.raises(ConfigError, match=r"synthetic.max_objects=4 \(the demo's: 1\)"):
+        check_prepared(str(folder), ["synthetic.max_objects=1"], "datasets.x")
+    check_prepared(str(tmp_path / "absent"), ["filters.clip.stem=conv"], "data")  # nothing there yet
