@@ -16,6 +16,7 @@ from data_prep.clip_train import (
     train,
 )
 from data_prep.config import ClipFilter, Filters, PrepSettings
+from pipeline.config import ConfigError
 from pipeline.data.shard_format import open_image
 
 
@@ -115,8 +116,6 @@ def test_a_conv_stem_scorer_with_the_dense_loss_trains_loads_and_feeds_the_vlm_t
 
 
 def test_a_box_regression_without_the_dense_loss_is_a_config_error():
-    from pipeline.config import ConfigError
-
     for clip in ({"dense_box": 1.0}, {"dense": -1.0}, {"dense": 1.0, "dense_box": -1.0}):
         with pytest.raises(ConfigError, match="filters.clip.dense_box"):
             PrepSettings(filters=Filters(clip=ClipFilter(**clip)))
