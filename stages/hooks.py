@@ -14,8 +14,8 @@ from pipeline.backends import Backend
 from pipeline.benchmarks.run import run_benchmark
 from pipeline.data.loader import batch_samples
 from pipeline.data.shard_format import expand_urls
-from pipeline.distributed import Dist
-from pipeline.eval import evaluate_export
+from pipeline.distributed import Dist, barrier
+from pipeline.eval import Share, evaluate_export
 from pipeline.export import load_export
 from pipeline.generate import end_ids, greedy, prompt_length
 from pipeline.metrics import MetricsLogger, NullLogger
@@ -89,17 +89,15 @@ class Export(Hook):
 
 
 class Evaluate(Hook):
-    """The export scored by rank 0 alone (the export is whole, also under ZeRO-3) on ``eval.shards``
-    (final/eval.json) and on ``eval.benchmarks`` (final/benchmarks/), each with its blind twin, into eval.jsonl
-    and wandb. Runs after :class:`Export`."""
+    """The export (whole, also under ZeRO-3) scored on ``eval.shards`` by every rank, each a share of the batches
+    (final/eval.json), and on ``eval.benchmarks`` by rank 0 alone (final/benchmarks/), each with its blind twin,
+    into eval.jsonl and wandb. Runs after :class:`Export`."""
 
     def on_end(self, trainer: Trainer) -> None:
         e = trainer.cfg.eval
-        if not trainer.dist.main:
-            return
         if e.shards:
             self.held_out(trainer)
-        if e.benchmarks:
+        if e.benchmarks and trainer.dist.main:
             self.benchmarks(trainer)
 
     def benchmarks(self, trainer: Trainer) -> None:
@@ -113,9 +111,14 @@ class Evaluate(Hook):
                 f"{k} {v:.3f} ({result['blind'][k]:.3f} blind)" for k, v in result.items() if isinstance(v, float)))  # fmt: skip
 
     def held_out(self, trainer: Trainer) -> None:
-        e = trainer.cfg.eval
+        """Every rank scores its share of the batches (``pipeline.eval.Share``): the same scores, sooner."""
+        e, dist = trainer.cfg.eval, trainer.dist
+        barrier()  # final/ is rank 0's to write
         result = evaluate_export(trainer.final_dir, expand_urls(e.shards, key="eval.shards"), limit=e.limit,
-                                 batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, device=trainer.dist.device)  # fmt: skip
+                                 batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, device=dist.device,
+                                 share=Share(dist.rank, dist.world_size))  # fmt: skip
+        if not dist.main:
+            return
         trainer.logger.evaluation(trainer.step, result)
         log.info("held-out eval (blind in brackets): %s", ", ".join(
             f"{k} {v:.3f} ({result['blind'][k]:.3f})" for k, v in result.items() if isinstance(v, float)))  # fmt: skip

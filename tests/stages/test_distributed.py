@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from data_prep.synthetic.shards import world_samples, write_shards
+from pipeline.data.shard_format import expand_urls
 from pipeline.distributed import free_port
+from pipeline.eval import evaluate_export
 from pipeline.metrics import read_metrics
 from tests.conftest import REPO, wait_for
 
@@ -146,7 +149,9 @@ def test_zero3_with_a_text_only_rank_does_not_hang_and_matches_zero2(tmp_path, p
 
 
 def test_two_nodes_on_one_machine_match_two_ranks_on_one(tmp_path, world_shards):
-    run = ["train.max_steps=3", "train.global_batch_size=4", "data.num_workers=0"]
+    # the stage-end evaluation too: each rank scores its share of the batches (pipeline.eval.Share)
+    run = ["train.max_steps=3", "train.global_batch_size=4", "data.num_workers=0", f"eval.shards={world_shards}",
+           "eval.limit=3", "eval.batch_size=2", "eval.max_new_tokens=6"]  # fmt: skip
     launch(2, tmp_path / "one", world_shards, *run)
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
@@ -163,6 +168,18 @@ def test_two_nodes_on_one_machine_match_two_ranks_on_one(tmp_path, world_shards)
         assert node.returncode == 0, out[-4000:]
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["loss"] for r in two] == [r["loss"] for r in one]
+    final = tmp_path / "one" / "default" / "stage1" / "final"
+    shared = (final / "eval.json").read_text()
+    assert (tmp_path / "two" / "default" / "stage1" / "final" / "eval.json").read_text() == shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs
+    try:  # one process alone scores the same export to the same bytes
+        evaluate_export(final, expand_urls(world_shards), limit=3, batch_size=2, max_new_tokens=6,
+                        out=tmp_path / "alone.json")  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "alone.json").read_text() == shared
+    assert len(json.loads(shared)["examples"]) > 1
     assert (
         json.loads(
             (
