@@ -23,7 +23,7 @@ from pipeline.backends import Backend, backend_class
 from pipeline.config import ConfigError, save_config
 from pipeline.data.formats import Formatter
 from pipeline.data.loader import build_loader
-from pipeline.distributed import Dist, barrier, precision, shutdown
+from pipeline.distributed import Dist, barrier, precision, share_cpu_threads, shutdown
 from pipeline.metrics import MetricsLogger, MetricsProcessor, NullLogger, StepStats
 from pipeline.metrics.flops import FlopModel
 from pipeline.metrics.processor import console_line, data_summary
@@ -47,6 +47,7 @@ def run(cfg: StageConfig, backend: str = "deepspeed") -> dict[str, Any]:
     kind = backend_class(backend)
     dist = kind.init_distributed()
     setup_logging(dist.rank)
+    share_cpu_threads(dist)
     try:
         return Trainer(cfg, dist, kind).train()
     finally:

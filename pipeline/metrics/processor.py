@@ -3,7 +3,6 @@ order (so the sums are the same on every rank and every rerun), become one metri
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 
 from pipeline.backends import StepResult
 from pipeline.data.loader import merge_stats
-from pipeline.distributed import Dist, barrier, gather_objects
+from pipeline.distributed import Dist, barrier, cpu_share, gather_objects
 from pipeline.metrics.flops import FlopModel, device_peak_flops
 from pipeline.schema import MODULE_GROUPS
 
@@ -82,11 +81,8 @@ class MetricsProcessor:
         """With the per-device peak for MFU, the same on every rank. On CPU a rank's device is its share of the
         cores: the ranks measure at the same moment on that many threads (torch's default of every core per
         rank oversubscribes the machine and reads low), and take the mean."""
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
         barrier()
-        rates = gather_objects(
-            device_peak_flops(dist.device, configured_tflops, max(1, (os.cpu_count() or 1) // local))
-        )
+        rates = gather_objects(device_peak_flops(dist.device, configured_tflops, cpu_share(dist)))
         return cls(flop_model, dist, None if rates[0] is None else sum(rates) / len(rates))
 
     def micro_batch(self, stats: StepStats, out, batch: dict, data_wait: float) -> None:
