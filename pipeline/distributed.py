@@ -28,28 +28,24 @@ class Dist:
 log = logging.getLogger(__name__)
 
 
-def local_world_size(dist: Dist) -> int:
-    """Ranks on this machine: the launcher's count (torchrun's ``LOCAL_WORLD_SIZE``, DeepSpeed's
-    ``LOCAL_SIZE``), else every rank."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or dist.world_size)
-
-
-def cpu_share(dist: Dist) -> int:
-    """This rank's share of the cores it may run on."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // local_world_size(dist))
+def ranks_here() -> int:
+    """The ranks on this machine, by host name (a collective): launchers' local counts would say one for
+    each of two nodes started on one machine."""
+    names = gather_objects(socket.gethostname())
+    return names.count(socket.gethostname())
 
 
 def share_cpu_threads(dist: Dist) -> None:
-    """On CPU, each rank's torch threads to its share of the cores. torch gives every process all of them,
-    so N ranks run N times as many threads as cores, and their spin-waits slow the many small operations of
-    generation 2.5x (dev/LOG.md). ``OMP_NUM_THREADS``, when set, is the user's choice and is kept."""
+    """On CPU, each rank's torch threads to its share of the cores (a collective). torch gives every process
+    all of them, so N ranks run N times as many threads as cores, and their spin-waits slow the many small
+    operations of generation 2.5x (dev/LOG.md). ``OMP_NUM_THREADS``, when set, is the user's choice and is
+    kept."""
     if dist.device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
         return
-    torch.set_num_threads(cpu_share(dist))
-    log.info(
-        "CPU: %d torch thread(s) per rank, %d rank(s) here", torch.get_num_threads(), local_world_size(dist)
-    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    here = ranks_here()
+    torch.set_num_threads(max(1, cores // here))
+    log.info("CPU: %d torch thread(s) for each of the %d rank(s) here", torch.get_num_threads(), here)
 
 
 def free_port() -> int:

@@ -103,12 +103,9 @@ class FlopModel:
         return m["vision"] * vit + m["adapter"] * adapter + m["llm"] * llm
 
 
-def device_peak_flops(
-    device: torch.device, configured_tflops: float | None, cpu_threads: int | None = None
-) -> float | None:
+def device_peak_flops(device: torch.device, configured_tflops: float | None) -> float | None:
     """Peak FLOP/s of one device: the config's, the table's, or on CPU the fp32 matmul rate measured on
-    ``cpu_threads`` threads (a rank's share of the cores; all of them when None). None for a GPU the table
-    does not know."""
+    torch's threads. None for a GPU the table does not know."""
     if configured_tflops:
         return configured_tflops * 1e12
     if device.type == "cuda":
@@ -118,8 +115,7 @@ def device_peak_flops(
                 return tflops * 1e12
         log.warning("no peak FLOP/s known for %r: MFU is not logged; set logging.peak_tflops", name)
         return None
-    with torch_threads(cpu_threads or torch.get_num_threads()):
-        return measured_matmul_flops()
+    return measured_matmul_flops()
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.backends import StepResult
 from pipeline.data.loader import merge_stats
-from pipeline.distributed import Dist, barrier, cpu_share, gather_objects
+from pipeline.distributed import Dist, barrier, gather_objects
 from pipeline.metrics.flops import FlopModel, device_peak_flops
 from pipeline.schema import MODULE_GROUPS
 
@@ -78,11 +78,11 @@ class MetricsProcessor:
 
     @classmethod
     def create(cls, flop_model: FlopModel, dist: Dist, configured_tflops: float | None) -> MetricsProcessor:
-        """With the per-device peak for MFU, the same on every rank. On CPU a rank's device is its share of the
-        cores: the ranks measure at the same moment on that many threads (torch's default of every core per
-        rank oversubscribes the machine and reads low), and take the mean."""
+        """With the per-device peak for MFU, the same on every rank. On CPU a rank's device is the threads it
+        trains on (its share of the cores: ``pipeline.distributed.share_cpu_threads``): the ranks measure at the
+        same moment on them, and take the mean."""
         barrier()
-        rates = gather_objects(device_peak_flops(dist.device, configured_tflops, cpu_share(dist)))
+        rates = gather_objects(device_peak_flops(dist.device, configured_tflops))
         return cls(flop_model, dist, None if rates[0] is None else sum(rates) / len(rates))
 
     def micro_batch(self, stats: StepStats, out, batch: dict, data_wait: float) -> None:
