@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -23,9 +25,6 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-log = logging.getLogger(__name__)
 
 
 def ranks_here() -> int:
