@@ -29,7 +29,8 @@ def demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     overrides = [f"output_dir={tmp_path / 'runs'}", f"data={tmp_path / 'world'}", f"heldout={tmp_path / 'heldout'}",
                  "prep={synthetic: {num_samples: 120}, samples_per_shard: 60, filters: {clip: {enabled: false}}}",
                  f"datasets={{{one}: {{synthetic: {{num_samples: 40, max_objects: 1}}}}}}",
-                 "heldout_samples=40", "ranks=1", "vision_init=none", "eval_limit=3", "report_images=2",
+                 "heldout_samples=40", "ranks=1", "vision_init=none", "eval_limit=3", "final_eval_limit=4",
+                 "report_images=2",
                  *(f"stages.{s}={SHORT}" for s in PHASES),
                  f"stages.stage2-ref.data={{shards: '{one}/shards/*.tar', tasks: {{ref: 1}}}}", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -54,6 +55,8 @@ def test_the_demo_config_names_real_stage_keys_and_runs_its_phases_in_order():
     for bad in ("stages={stage9: {}}", "stages={stage2-Ref: {}}", "stages={stage2: {}, stage1-more: {}}"):
         with pytest.raises(ConfigError, match="key 'stages'"):
             load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", [bad])
+    with pytest.raises(ConfigError, match="key 'final_eval_limit': must be > 0"):
+        load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["final_eval_limit=0"])
     typo = load_config(DemoConfig, CONFIG_ROOT / "demo.yaml", ["datasets={x: {synthetic: {max_object: 1}}}"])
     with pytest.raises(ConfigError, match=r"key 'datasets.x': key 'synthetic.max_object'"):
         typo.prep_overrides("x")
@@ -82,6 +85,9 @@ def test_the_chain_writes_every_output_and_a_second_run_reuses_it(tmp_path, toke
         assert KEYS <= json.loads((run / stage / "final" / "eval.json").read_text()).keys(), stage
     result = json.loads((run / "eval.json").read_text())
     assert KEYS <= result.keys() and KEYS <= result["blind"].keys()
+    # the final model is scored on more items than the stages before it
+    assert result["samples"]["cider"] == 4
+    assert json.loads((run / "stage2" / "final" / "eval.json").read_text())["samples"]["cider"] == 3
     assert list(result["stages"]) == PHASES
     assert result["checkpoint"].endswith("stage3/final")
     for plot in ("losses.png", "eval.png", "heldout_grid.png"):
