@@ -40,8 +40,9 @@ def test_each_cpu_rank_gets_its_share_of_the_cores(machine):
 def test_a_users_thread_count_and_gpus_are_left_alone(machine):
     here = socket.gethostname()
     torch.set_num_threads(2)
-    machine(8, [here] * 4, omp="2")
+    machine(8, [here], omp="2")  # its share would be all 8 cores
     share_cpu_threads(CPU)
-    machine(8, [here] * 4)
-    share_cpu_threads(Dist(0, 4, 0, torch.device("cuda", 0)))
+    assert torch.get_num_threads() == 2
+    machine(8, [here])
+    share_cpu_threads(Dist(0, 1, 0, torch.device("cuda", 0)))
     assert torch.get_num_threads() == 2
