@@ -33,7 +33,10 @@ def samples(folder: str, limit: int):
         refs = (s.meta.get("tasks") or {}).get("ref") or []
         if s.image is not None and len(refs) == 1:
             x0, y0, x1, y1 = refs[0]["box"]
-            *_, colour, shape = refs[0]["expression"].split()  # "the [size] colour shape"
+            # the grounded caption names every object whole ("<ref>A small red circle</ref>..."); a referring
+            # expression may name the shape alone ("the circle": the only one in the image)
+            ref = s.meta["tasks"]["grounded_caption"].split("<ref>")[1].split("</ref>")[0]
+            *_, colour, shape = ref.split()
             yield (
                 open_image(s.image),
                 {"centre": ((x0 + x1) / 2000, (y0 + y1) / 2000), "shape": shape, "colour": colour},
