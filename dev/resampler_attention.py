@@ -23,20 +23,8 @@ from collections import defaultdict
 
 import torch
 
-from pipeline.data.shard_format import open_image, parse, read_shards
 from pipeline.eval import eval_items
 from pipeline.export import load_export
-
-
-def images(shards: str, transform, count: int = 64) -> torch.Tensor:
-    out = []
-    for raw in read_shards(sorted(glob.glob(shards))):
-        s = parse(raw)
-        if s.image is not None:
-            out.append(transform(open_image(s.image)))
-        if len(out) == count:
-            break
-    return torch.stack(out)
 
 
 def grid(side: int) -> torch.Tensor:
@@ -45,15 +33,20 @@ def grid(side: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def attention(export: str, shards: str) -> torch.Tensor:
-    """[images, heads, queries, patches] as the model computes them."""
-    model, _, _, transform = load_export(export, "cpu")
-    _, patches = model.vision(model.vision_input(images(shards, transform)))
-    a = model.adapter
-    kv = a.ln_kv(a.kv_proj(patches))
-    query = (a.ln_q(a.query) + a.pos_embed).expand(kv.shape[0], -1, -1)
-    keys = kv + a.key_pos_embed(kv.shape[1])
-    return a.attn(query, keys, kv, need_weights=True, average_attn_weights=False)[1]
+def attention(export: str, shards: str, count: int = 64) -> torch.Tensor:
+    """[images, heads, queries, patches] of the resampler's own forward on ``count`` held-out images: its
+    cross-attention is asked for its weights per head, which the model itself never needs."""
+    model, _, formatter, transform = load_export(export, "cpu")
+    items = eval_items(sorted(glob.glob(shards)), formatter, transform, ("caption",), count)
+    weights = []
+
+    def ask(_, args, kwargs):
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+    model.adapter.attn.register_forward_pre_hook(ask, with_kwargs=True)
+    model.adapter.attn.register_forward_hook(lambda _, __, out: weights.append(out[1]))
+    model.encode_images(torch.stack([it.image for it in items]))
+    return weights[0]
 
 
 @torch.no_grad()
@@ -63,7 +56,7 @@ def answer_attention(export: str, shards: str) -> None:
     heads: the share on the image tokens and its spread over them (perplexity renormalised over the image
     tokens), per question type."""
     model, tokenizer, formatter, transform = load_export(export, "cpu")
-    model.llm.config._attn_implementation = "eager"  # the only one that returns attention weights
+    model.llm.set_attn_implementation("eager")  # the only one that returns attention weights
     items = eval_items(sorted(glob.glob(shards)), formatter, transform, ("vqa",), 300)
     rows: dict[str, list[tuple[list[float], list[float]]]] = defaultdict(list)
     for it in items:

@@ -8,6 +8,10 @@ the colour of the patches an object covers (chance: 1/7 and 1/10) and of object-
 --loss objects: the scorer's ``dense_loss`` (object or background on every patch, shape and colour on the
 patches objects cover); all: one cross-entropy on every patch with background a shape and a colour of its own.
 --stem-only: the head reads the stem's token grid, without the ViT's blocks.
+--joint (with --loss objects): also a head on the joint (shape, colour) class of each object patch (63
+classes), so that a token holds the pair itself and an average of tokens still says which pairs are there.
+--save OUT.safetensors: the trained tower as a whole CLIP checkpoint (text tower untrained) that
+`model.vision.pretrained` loads, to try in the place of the prep's scorer (dev/vqa_phase.py --tower).
 """
 
 import argparse
@@ -17,6 +21,7 @@ import time
 import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from data_prep.clip_train import dense_loss, normalise, training_pairs
 from data_prep.synthetic.scene import COLOURS, SHAPES
@@ -75,13 +80,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--pairs", type=int, default=4000)
+    parser.add_argument("--joint", action="store_true")
+    parser.add_argument("--save", metavar="OUT.safetensors")
     args = parser.parse_args()
     torch.set_num_threads(2)
     register_open_clip_configs()
     torch.manual_seed(0)
-    visual = open_clip.create_model(TINY_TOWER, force_image_size=args.size).visual
-    install_stem(visual, args.stem, args.channels, args.grid_layers)
-    visual.output_tokens, visual.proj = True, None
+    clip = open_clip.create_model(TINY_TOWER, force_image_size=args.size)
+    visual = install_stem(clip.visual, args.stem, args.channels, args.grid_layers)
+    proj, visual.output_tokens, visual.proj = visual.proj, True, None
     if args.stem_only:
         modules = [visual.conv1]
 
@@ -98,7 +105,8 @@ def main() -> None:
     test_images, test_labels = data(500, 777, args.size, grid)
     width = visual.transformer.width
     head = torch.nn.Linear(width, S + C + 1 if args.loss == "objects" else S + C + 2)
-    params = [p for m in [*modules, head] for p in m.parameters()]
+    joint = torch.nn.Linear(width, S * C) if args.joint else None
+    params = [p for m in [*modules, head, *([joint] if joint else [])] for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.1)
     gen = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -106,12 +114,19 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1, step / 20) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         idx = torch.randint(len(images), (args.batch,), generator=gen)
-        logits = head(tokens_of(normalise(images[idx])))
+        tokens = tokens_of(normalise(images[idx]))
+        logits = head(tokens)
         loss = (
             dense_loss(logits, labels[idx], S)
             if args.loss == "objects"
             else all_patches_loss(logits, labels[idx])
         )
+        if joint:
+            target = labels[idx].flatten(2).transpose(1, 2)
+            on = target[..., 0] > 0
+            loss = loss + F.cross_entropy(
+                joint(tokens[on]), (target[..., 0][on] - 1) * C + target[..., 1][on] - 1
+            )
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -122,6 +137,10 @@ def main() -> None:
             seconds = (time.perf_counter() - start) / step
             print(f"{vars(args)} step {step} loss {loss.item():.3f} {seconds:.2f} s/step "
                   + " ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)  # fmt: skip
+    if args.save:
+        visual.proj = proj  # back, so that the checkpoint loads into open_clip's CLIP as it was built
+        save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, args.save)
+        print("saved", args.save)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ import yaml
 from data_prep.synthetic.scene import sample_scene
 from data_prep.synthetic.text import vqa
 from pipeline.config import CONFIG_ROOT
+from pipeline.data.formats import Example
+from pipeline.data.loader import collate
 from pipeline.model.language import build_llm
 from pipeline.model.qwenvl import QwenVL
 from pipeline.schema import LLMConfig
-from pipeline.tokens import load_tokenizer
+from pipeline.tokens import IGNORE, load_tokenizer
 
 TYPES = ("colour", "count", "shape", "yesno")
 
@@ -43,23 +45,18 @@ def samples(count: int, seed: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def encode(tokenizer, rows) -> list[tuple[list[int], int, str]]:
-    eos = tokenizer.eos_token_id
-    return [
-        (tokenizer.encode(p) + tokenizer.encode(a) + [eos], len(tokenizer.encode(p)), t) for p, a, t in rows
-    ]
+def encode(tokenizer, rows) -> list[Example]:
+    """Text-only examples, the answer and the end token supervised; the question type as the task."""
+    out = []
+    for prompt, answer, kind in rows:
+        ids, target = tokenizer.encode(prompt), tokenizer.encode(answer) + [tokenizer.eos_token_id]
+        out.append(Example(kind, kind, ids + target, [IGNORE] * len(ids) + target, False))
+    return out
 
 
-def batch(rows, pad: int):
-    width = max(len(ids) for ids, _, _ in rows)
-    ids = torch.full((len(rows), width), pad)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (seq, start, _) in enumerate(rows):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        labels[i, start : len(seq)] = torch.tensor(seq[start:])
-        mask[i, : len(seq)] = 1
-    return ids, labels, mask
+def batch(examples: list[Example], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b = collate(examples, [], pad, 0)
+    return b["input_ids"], b["labels"], b["attention_mask"]
 
 
 @torch.no_grad()
@@ -70,10 +67,10 @@ def accuracy(llm, rows, pad: int) -> dict[str, float]:
         ids, labels, mask = batch(chunk, pad)
         pred = llm(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
         target = labels[:, 1:]
-        right = ((pred == target) | (target == -100)).all(1)
-        for (_, _, kind), ok in zip(chunk, right.tolist(), strict=True):
-            hits[kind] += ok
-            seen[kind] += 1
+        right = ((pred == target) | (target == IGNORE)).all(1)
+        for e, ok in zip(chunk, right.tolist(), strict=True):
+            hits[e.task] += ok
+            seen[e.task] += 1
     return {k: hits[k] / seen[k] for k in sorted(seen)}
 
 

@@ -4,7 +4,7 @@ all held-out items (`launch.eval --tasks vqa --limit 300 --question-types`), wit
 
     PYTHONPATH=. python dev/vqa_phase.py OUT [--steps 400] [--llm-layers 2] [--heads N] [--tower PATH] [--shards GLOB] [--reuse RUN]
 
---tower: a CLIP checkpoint of the scorer's architecture (e.g. from dev/supervised_tower.py) in the place of
+--tower: a CLIP checkpoint of the scorer's architecture (e.g. from dev/standin_trials.py --save) in the place of
 the prep's scorer (the demo's `vision_init: none`, its stem keys set by hand). --reuse: copy stage0 and
 stage1 of an earlier run of this script with the same --llm-layers and --tower, so only the phase runs.
 Writes OUT/demo.yaml, the run in OUT/demo/ and the scores in OUT/vqa.json.
@@ -66,7 +66,8 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     (out / "demo").mkdir(parents=True, exist_ok=True)
-    (out / "demo.yaml").write_text(yaml.safe_dump(config(args), sort_keys=False))
+    cfg = config(args)
+    (out / "demo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if args.reuse:
         for stage in ("stage0", "stage1"):
             shutil.copytree(Path(args.reuse) / "demo" / stage, out / "demo" / stage, dirs_exist_ok=True)
@@ -77,7 +78,7 @@ def main() -> None:
     subprocess.run([py, "-m", "launch.demo", "--config", str(out / "demo.yaml"), f"output_dir={out}"],
                    check=True, env=env)  # fmt: skip
     subprocess.run([py, "-m", "launch.eval", "--checkpoint", str(out / "demo" / "stage2-vqa" / "final"),
-                    "--shards", "data/heldout/shards/*.tar", "--tasks", "vqa", "--limit", "300",
+                    "--shards", f"{cfg['heldout']}/shards/*.tar", "--tasks", "vqa", "--limit", "300",
                     "--question-types", "--out", str(out / "vqa.json")], check=True, env=env)  # fmt: skip
 
 

@@ -257,12 +257,11 @@ def run(cfg: DemoConfig) -> dict:
     phases("heldout", lambda: _prep_done(cfg.heldout),
            lambda: _python("-m", "data_prep", "--config", synthetic, f"output_dir={cfg.heldout}", *heldout_keys))  # fmt: skip
     heldout = _shards(cfg.heldout)
-    evaluation = [f"eval.shards={heldout}"]
     shards = f"data.shards={_shards(cfg.data)}"
     weights, stem = scorer_tower(cfg, chain[0]) if cfg.vision_init == "scorer" else (None, [])
     for before, stage in zip([None, *chain], chain, strict=False):
         limit = cfg.final_eval_limit if stage == chain[-1] else cfg.eval_limit
-        extra = [shards, *evaluation, f"eval.limit={limit}", *stem]
+        extra = [shards, f"eval.shards={heldout}", f"eval.limit={limit}", *stem]
         if before is not None:  # stages 2 and 3 default to stage N-1; stage 1 starts fresh unless chained
             extra.append(f"train.init_from={out / before / 'final'}")
         if stage == chain[0] and weights is not None:  # the first stage builds the model
