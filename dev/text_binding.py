@@ -64,8 +64,9 @@ def encode(tokenizer, rows, fused: bool = False, slots: int = 0) -> list[Example
     rng = random.Random(len(rows))
     out = []
     for i, (scene, qas) in enumerate(rows):
-        key = f"{i}#{fused}"
+        key = str(i)
         if fused:
+            key = f"fused/{len(FUSED)}"  # unique across calls: train and test both fill FUSED
             objects = [[tokenizer.encode(" " + w)[0] for w in obj.split()[1:]] for obj in scene.split(", ")]
             span = [ids_of.image_pad] * max(slots, len(objects))
             at = sorted(rng.sample(range(len(span)), len(objects)))
