@@ -53,26 +53,28 @@ def samples(count: int, seed: int, multi: bool = False) -> list[tuple[str, list[
     return out
 
 
-def encode(tokenizer, rows, fused: bool = False, slots: int = 0) -> list[Example]:
+Row = tuple[Example, list[tuple[int, int]]]  # an example, and the (position, shape id) pairs of --fused
+
+
+def encode(tokenizer, rows, fused: bool = False, slots: int = 0) -> list[Row]:
     """Text-only examples, each answer and its end token supervised; the first question's type as the task.
 
     ``fused``: the scene is written as the VLM's image span, ``<|vision_start|> ... <|vision_end|>``, and each
-    object in it is one position, its colour's and its shape's embeddings summed (``FUSED`` holds each key's
-    (position, shape id) pairs), as an ideal image token would carry one object whole. ``slots``: the span
+    object in it is one position, its colour's and its shape's embeddings summed (the shape ids go with the
+    example), as an ideal image token would carry one object whole. ``slots``: the span
     has that many positions, the objects at random ones, the rest ``<|image_pad|>``, as an image's 64."""
     ids_of = special_ids(tokenizer)
     rng = random.Random(len(rows))
     out = []
     for i, (scene, qas) in enumerate(rows):
-        key = str(i)
+        extra = []
         if fused:
-            key = f"fused/{len(FUSED)}"  # unique across calls: train and test both fill FUSED
             objects = [[tokenizer.encode(" " + w)[0] for w in obj.split()[1:]] for obj in scene.split(", ")]
             span = [ids_of.image_pad] * max(slots, len(objects))
             at = sorted(rng.sample(range(len(span)), len(objects)))
             for k, (colour, _) in zip(at, objects, strict=True):
                 span[k] = colour
-            FUSED[key] = [(1 + k, shape) for k, (_, shape) in zip(at, objects, strict=True)]
+            extra = [(1 + k, shape) for k, (_, shape) in zip(at, objects, strict=True)]
             ids = [ids_of.image_start, *span, ids_of.image_end]
         else:
             ids = tokenizer.encode(scene + ".")
@@ -81,28 +83,20 @@ def encode(tokenizer, rows, fused: bool = False, slots: int = 0) -> list[Example
             prompt = tokenizer.encode(f" {question} Answer:")
             target = tokenizer.encode(f" {answer}") + [tokenizer.eos_token_id]
             ids, labels = ids + prompt + target, labels + [IGNORE] * len(prompt) + target
-        out.append(Example(key, qas[0][2], ids, labels, False))
+        out.append((Example(str(i), qas[0][2], ids, labels, False), extra))
     return out
 
 
-FUSED: dict[str, list[tuple[int, int]]] = {}
-
-
-def inputs(llm, examples: list[Example], pad: int) -> dict:
+def inputs(llm, rows: list[Row], pad: int) -> dict:
     """The LLM's keyword inputs, with the fused objects' shape embeddings added where there are any."""
-    ids, labels, mask = batch(examples, pad)
+    b = collate([e for e, _ in rows], [], pad, 0)
     table = llm.get_input_embeddings()
-    embeds = table(ids)
-    at = [(r, k, shape) for r, e in enumerate(examples) for k, shape in FUSED.get(e.key, [])]
+    embeds = table(b["input_ids"])
+    at = [(r, k, shape) for r, (_, extra) in enumerate(rows) for k, shape in extra]
     if at:
         rows, cols, extra = (torch.tensor(c) for c in zip(*at, strict=True))
         embeds = embeds.index_put((rows, cols), table(extra), accumulate=True)
-    return {"inputs_embeds": embeds, "attention_mask": mask, "labels": labels}
-
-
-def batch(examples: list[Example], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    b = collate(examples, [], pad, 0)
-    return b["input_ids"], b["labels"], b["attention_mask"]
+    return {"inputs_embeds": embeds, "attention_mask": b["attention_mask"], "labels": b["labels"]}
 
 
 @torch.no_grad()
@@ -114,7 +108,7 @@ def accuracy(llm, rows, pad: int) -> tuple[dict[str, float], dict[str, str]]:
         target = kw.pop("labels")[:, 1:]
         pred = llm(**kw).logits[:, :-1].argmax(-1)
         right = ((pred == target) | (target == IGNORE)).all(1)
-        for e, ok in zip(chunk, right.tolist(), strict=True):
+        for (e, _), ok in zip(chunk, right.tolist(), strict=True):
             hits[e.task] += ok
             seen[e.task] += 1
     per_type = {

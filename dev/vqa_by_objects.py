@@ -8,12 +8,10 @@ The object count is the number of the sample's referring expressions: the world 
 """
 
 import argparse
-from collections import defaultdict
 
 from pipeline.data.loader import read_record
 from pipeline.data.shard_format import expand_urls, read_shards
-from pipeline.eval import answers, eval_items
-from pipeline.eval_metrics import exact_match_accuracy
+from pipeline.eval import answers, by_question_type, eval_items
 from pipeline.export import load_export
 
 
@@ -36,15 +34,11 @@ def main() -> None:
         items = eval_items(urls, formatter, transform, ("vqa",), args.limit)
         seeing = answers(model, tokenizer, items, False, 32, 8)
         blind = answers(model, tokenizer, items, True, 32, 8)
-        groups = defaultdict(list)
-        for i, item in enumerate(items):
-            groups[(item.question_type, min(objects[item.key], 3))].append(i)
+        for item in items:  # the question type, then the object count: by_question_type groups on it
+            item.question_type = f"{item.question_type} {min(objects[item.key], 3)}"
         print(f"{export}: type, objects (3 = 3 or more): n, accuracy (blind)")
-        for (kind, n), idx in sorted(groups.items()):
-            truths = [items[i].truth for i in idx]
-            acc = exact_match_accuracy([seeing[i].strip() for i in idx], truths)
-            acc_blind = exact_match_accuracy([blind[i].strip() for i in idx], truths)
-            print(f"  {kind:9} {n}  {len(idx):3}  {acc:.2f} ({acc_blind:.2f})")
+        for kind, row in by_question_type(items, seeing, blind).items():
+            print(f"  {kind:11} {row['samples']:3}  {row['vqa_acc']:.2f} ({row['blind']:.2f})")
 
 
 if __name__ == "__main__":
